@@ -1,0 +1,132 @@
+"""The command line: validate, schema, plan, run, status.
+
+User mistakes (a bad spec, a missing file, a refused run folder) print one
+located message and exit 2, without a traceback; a run in which some points
+failed exits 1 and lists them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from runner.errors import RunnerError
+
+EXIT_FAILED_POINTS = 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except RunnerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted: finished tasks are kept; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="runner", description="Declarative interpretability experiments.")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    p = verbs.add_parser("validate", help="check specs (schema, sweep, model-dependent checks); writes nothing")
+    p.add_argument("specs", nargs="+", metavar="SPEC")
+    p.set_defaults(func=cmd_validate)
+
+    p = verbs.add_parser("schema", help="print the JSON Schema of the spec language")
+    p.set_defaults(func=cmd_schema)
+
+    p = verbs.add_parser("plan", help="show dims, points, tasks, resources and output folder; writes nothing")
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("--out", metavar="DIR", help="run folder instead of results/<name>/")
+    p.set_defaults(func=cmd_plan)
+
+    p = verbs.add_parser("run", help="run a spec; a rerun resumes from finished shards")
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("--executor", choices=["local", "ray"], help="override execution.executor")
+    p.add_argument("--address", metavar="ADDR", help="Ray cluster address (ray executor)")
+    p.add_argument("--out", metavar="DIR", help="run folder instead of results/<name>/")
+    p.add_argument("--fresh", action="store_true", help="discard earlier results in the run folder")
+    p.set_defaults(func=cmd_run)
+
+    p = verbs.add_parser("status", help="finished / pending / failed points of a run")
+    p.add_argument("run", metavar="NAME|DIR")
+    p.set_defaults(func=cmd_status)
+    return parser
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from runner.plan import compile_plan
+
+    errors = []
+    for spec in args.specs:
+        try:
+            plan = compile_plan(spec)
+        except RunnerError as exc:
+            errors.append(exc)
+            print(f"error: {exc}", file=sys.stderr)
+            continue
+        print(f"{spec}: ok ({len(plan.points)} points)")
+    return 2 if errors else 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from runner.spec.models import Spec
+
+    print(json.dumps(Spec.model_json_schema(), indent=2))
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from runner.plan import compile_plan
+
+    print(compile_plan(args.spec, out=args.out).describe())
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from runner.plan import compile_plan
+
+    plan = compile_plan(args.spec, out=args.out)
+    from runner.execute import execute
+
+    outcome = execute(plan, executor=args.executor, address=args.address, fresh=args.fresh)
+    total = len(plan.points)
+    print(f"wrote {outcome.folder.result_file}  ({total - len(outcome.failed)} of {total} points ok)")
+    if outcome.failed:
+        print(f"{len(outcome.failed)} of {total} points failed:", file=sys.stderr)
+        for point, message in outcome.failed[:20]:
+            where = ", ".join(f"{k}={v!r}" for k, v in point.coords.items()) or "(the only point)"
+            print(f"  {where}: {message}", file=sys.stderr)
+        if len(outcome.failed) > 20:
+            print(f"  ... and {len(outcome.failed) - 20} more (see the error variable)", file=sys.stderr)
+        return EXIT_FAILED_POINTS
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from runner.plan import compile_plan
+    from runner.results.store import RunFolder
+
+    folder = Path(args.run) if Path(args.run).is_dir() else Path("results") / args.run
+    run = RunFolder(folder)
+    if not run.spec_file.is_file():
+        raise RunnerError(f"no run at {folder}: expected {run.spec_file}",
+                          hint="Give a run name (results/<name>) or a run folder.")
+    plan = compile_plan(run.spec_file, out=folder)
+    status = run.point_status()
+    ok = sum(status.get(p.id) == "ok" for p in plan.points)
+    failed = sum(status.get(p.id) == "failed" for p in plan.points)
+    pending = len(plan.points) - ok - failed
+    state = "complete" if run.result_file.is_file() and pending == 0 else "incomplete"
+    print(f"{folder}: {state}\n  finished {ok}\n  failed   {failed}\n  pending  {pending}\n  total    {len(plan.points)}")
+    if failed:
+        print("failed points:")
+        for p in plan.points:
+            if status.get(p.id) == "failed":
+                print("  " + (", ".join(f"{k}={v!r}" for k, v in p.coords.items()) or "(the only point)"))
+    return 0

@@ -1,0 +1,182 @@
+"""The task function both executors run: a chunk of grid points -> a small Dataset.
+
+A task loads each model once, runs each clean pass once, and folds its
+points into the batch dimension: one forward pass serves many points, each
+point's edits touching only its own rows. A point that raises is recorded as
+failed with its message; the others still finish.
+"""
+from __future__ import annotations
+
+import traceback
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import xarray as xr
+
+from runner import interventions, metrics
+from runner.data import make_tokens
+from runner.models import get_model, pick_device
+from runner.plan import Point, Task, data_shape, model_dims
+from runner.sites import Dims
+from runner.spec import content_id
+
+MAX_ROWS = 4096  # rows of one folded forward pass
+
+
+@dataclass
+class Context:
+    """What the points of one (model, data) group share: the model, inputs and clean pass."""
+
+    model: Any
+    tokens: torch.Tensor
+    dims: Dims
+    base_dir: str
+    device: str
+    spec_seed: int
+    sites: set[str]
+    _clean: tuple[torch.Tensor, dict[str, torch.Tensor]] | None = field(default=None, repr=False)
+
+    @property
+    def length(self) -> int:
+        return self.tokens.shape[1]
+
+    def clean(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Last-position logits and the cached activations at the group's sites, unintervened."""
+        if self._clean is None:
+            logits, cache = self.model.run_with_cache(self.tokens, names_filter=lambda n: n in self.sites)
+            self._clean = logits[:, -1], {k: cache[k] for k in self.sites}
+        return self._clean
+
+    def clean_activation(self, site: str) -> torch.Tensor:
+        return self.clean()[1][site]
+
+    def activation_of(self, data: Any, site: str) -> torch.Tensor:
+        """The activation at ``site`` for another data source (contrast vectors)."""
+        tokens = make_tokens(data, self.dims.d_vocab, self.spec_seed, self.device)
+        _, cache = self.model.run_with_cache(tokens, names_filter=lambda n: n == site)
+        return cache[site]
+
+
+def run_task(task: Task) -> xr.Dataset:
+    """Run every point of a task; returns a Dataset over dim ``point`` with status and error."""
+    torch.set_num_threads(task.threads)
+    device = pick_device(task.gpus)
+    records: dict[int, dict[str, Any] | str] = {}
+    with torch.inference_mode():
+        for group in _groups(task.points):
+            _run_group(group, task, device, records)
+    return _assemble(task, records, device)
+
+
+def _groups(points: tuple[Point, ...]) -> list[list[Point]]:
+    """Points that share a model and inputs, in order."""
+    groups: dict[str, list[Point]] = defaultdict(list)
+    for p in points:
+        key = content_id([p.spec.model.model_dump(mode="json"), p.spec.data.model_dump(mode="json"), p.spec.seed])
+        groups[key].append(p)
+    return list(groups.values())
+
+
+def _run_group(points: list[Point], task: Task, device: str, records: dict) -> None:
+    try:
+        spec = points[0].spec
+        dims = model_dims(spec)
+        model = get_model(spec.model, device)
+        tokens = make_tokens(spec.data, dims.d_vocab, spec.seed, device)
+        sites = {s for p in points for s in interventions.sites(p.spec.intervention, dims)}
+        ctx = Context(model, tokens, dims, task.base_dir, device, spec.seed, sites)
+        clean = ctx.clean()[0]
+    except Exception:  # the group cannot start: every point in it fails with the same message
+        for p in points:
+            records[p.index] = _error()
+        return
+    prepared = []
+    for p in points:
+        try:
+            prepared.append((p, interventions.prepare(p.spec.intervention, ctx, p.seed)))
+        except Exception:
+            records[p.index] = _error()
+    for p, out in _forward(ctx, prepared, clean, records):
+        try:
+            records[p.index] = metrics.measure(p.spec.metrics, clean, out)
+        except Exception:
+            records[p.index] = _error()
+
+
+def _forward(ctx: Context, prepared: list, clean: torch.Tensor, records: dict):
+    """Yield (point, last-position logits) for prepared points, folding them into few passes."""
+    batch = ctx.tokens.shape[0]
+    per_pass = max(1, MAX_ROWS // batch)
+    plain = [(p, e) for p, e in prepared if not e]
+    edited = [(p, e) for p, e in prepared if e]
+    for p, _ in plain:
+        yield p, clean
+    for start in range(0, len(edited), per_pass):
+        chunk = edited[start:start + per_pass]
+        try:
+            outs = _folded_pass(ctx, chunk)
+        except Exception:  # find the point that breaks the fold by running each alone
+            outs = []
+            for item in chunk:
+                try:
+                    outs.append(_folded_pass(ctx, [item])[0])
+                except Exception:
+                    records[item[0].index] = _error()
+                    outs.append(None)
+        for (p, _), out in zip(chunk, outs):
+            if out is not None:
+                yield p, out
+
+
+def _folded_pass(ctx: Context, chunk: list) -> list[torch.Tensor]:
+    batch = ctx.tokens.shape[0]
+    by_site: dict[str, list] = defaultdict(list)
+    for j, (_, edits) in enumerate(chunk):
+        for site, fn in edits:
+            by_site[site].append((slice(j * batch, (j + 1) * batch), fn))
+
+    def make_hook(edits: list):
+        def hook(x: torch.Tensor, hook: Any) -> torch.Tensor:
+            x = x.clone()
+            for rows, fn in edits:
+                x[rows] = fn(x[rows])
+            return x
+        return hook
+
+    tokens = ctx.tokens.repeat(len(chunk), 1)
+    logits = ctx.model.run_with_hooks(tokens, fwd_hooks=[(s, make_hook(e)) for s, e in by_site.items()])
+    return list(logits[:, -1].split(batch))
+
+
+def _error() -> str:
+    """The current exception as one readable message (type, text and the innermost frame)."""
+    exc = traceback.format_exc().strip().splitlines()
+    last_frame = next((line.strip() for line in reversed(exc) if line.strip().startswith("File ")), "")
+    return f"{exc[-1]} [{last_frame}]" if last_frame else exc[-1]
+
+
+def _assemble(task: Task, records: dict[int, Any], device: str) -> xr.Dataset:
+    indices = [p.index for p in task.points]
+    ok = [r for r in records.values() if not isinstance(r, str)]
+    data_vars: dict[str, Any] = {}
+    if ok:
+        for name, (dims, template, attrs) in ok[0].items():
+            stacked = np.full((len(indices),) + template.shape, np.nan, dtype=np.float64)
+            for i, idx in enumerate(indices):
+                if not isinstance(records[idx], str):
+                    stacked[i] = records[idx][name][1]
+            data_vars[name] = (("point",) + dims, stacked.astype(template.dtype if np.issubdtype(template.dtype, np.floating) else np.float64), attrs)
+    status = ["failed" if isinstance(records[i], str) else "ok" for i in indices]
+    error = [records[i] if isinstance(records[i], str) else "" for i in indices]
+    data_vars["status"] = (("point",), np.array(status, dtype=object))
+    data_vars["error"] = (("point",), np.array(error, dtype=object))
+    data_vars["point_id"] = (("point",), np.array([p.id for p in task.points], dtype=object))
+    ds = xr.Dataset(data_vars, coords={"point": np.array(indices, dtype=np.int64)})
+    for dim in ds.dims:
+        if dim != "point":
+            ds = ds.assign_coords({dim: np.arange(ds.sizes[dim])})
+    ds.attrs["device"] = device if device == "cpu" else torch.cuda.get_device_name()
+    return ds

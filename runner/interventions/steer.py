@@ -1,0 +1,55 @@
+"""steer: x + c·v at (hook, layer, head, position)."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from runner.plan import resolve_path
+from runner.sites import position_indices, resolve_site
+
+
+def steer(iv: Any, ctx: Any, seed: int) -> list[tuple[str, Any]]:
+    """One edit adding coefficient · vector at the addressed site."""
+    site = resolve_site(iv.hook, iv.layer, ctx.dims)
+    vector = steering_vector(iv.vector, site, ctx, default_seed=ctx.spec_seed)
+    delta = (iv.coefficient * vector).to(ctx.device)
+    positions = position_indices(iv.position, ctx.length)
+    head = iv.head
+
+    def edit(x: torch.Tensor) -> torch.Tensor:
+        x = x.clone()
+        target = x if head is None else x[:, :, head]
+        if positions is None:
+            target += delta
+        else:
+            target[:, positions] += delta
+        return x
+
+    return [(site.name, edit)]
+
+
+def steering_vector(source: Any, site: Any, ctx: Any, default_seed: int) -> torch.Tensor:
+    """The vector v a vector source gives at a site, as float32 on the CPU."""
+    width = site.width(ctx.dims)
+    if hasattr(source, "file"):
+        array = np.load(resolve_path(source.file, ctx.base_dir), allow_pickle=False)
+        return torch.as_tensor(np.asarray(array, dtype=np.float32).reshape(width))
+    if hasattr(source, "random"):
+        opts = source.random
+        rng = np.random.default_rng(default_seed if opts.seed is None else opts.seed)
+        v = rng.standard_normal(width)
+        v /= np.linalg.norm(v)
+        if opts.norm == "match":
+            v *= float(ctx.clean_activation(site.name).norm(dim=-1).mean())
+        elif opts.norm is not None:
+            v *= opts.norm
+        return torch.as_tensor(v, dtype=torch.float32)
+    pos, neg = (ctx.activation_of(getattr(source.contrast, side), site.name) for side in ("positive", "negative"))
+    return _mean_vector(pos) - _mean_vector(neg)
+
+
+def _mean_vector(acts: torch.Tensor) -> torch.Tensor:
+    """Mean over every axis but the last (samples, positions, heads)."""
+    return acts.reshape(-1, acts.shape[-1]).float().mean(dim=0).cpu()

@@ -1,0 +1,274 @@
+"""Spec -> Plan: the grid points with their coordinates, content ids and task chunks.
+
+Everything that can be known about a spec without running a model is checked
+here (layer, head and position in range, vector lengths, files present), so
+that ``runner validate`` and ``runner plan`` catch it before any work starts.
+No torch, no ray: this module must stay fast to import.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+from pydantic import ValidationError
+
+from runner.errors import Problem, RunnerError
+from runner.sites import Dims, position_indices, resolve_site
+from runner.spec import LoadedSpec, content_id, load_spec
+from runner.spec.check import problems_from
+from runner.spec.models import Spec, TokensData, TransformerModel
+from runner.spec.sweep import value_place
+from runner.spec.yaml_loader import Located, dotted
+
+IDENTITY_EXCLUDES = {"execution", "description", "sweep"}
+
+
+@dataclass(frozen=True)
+class Point:
+    """One grid point: its flat index (C order), coordinates, resolved spec and content id."""
+
+    index: int
+    coords: dict[str, Any]
+    spec: Spec
+    id: str
+    seed: int
+
+
+@dataclass(frozen=True)
+class Task:
+    """A chunk of points that one worker runs, loading the model once."""
+
+    id: str
+    points: tuple[Point, ...]
+    base_dir: str
+    threads: int
+    gpus: float
+
+
+@dataclass
+class Plan:
+    """What a run will compute and how it is split into tasks."""
+
+    loaded: LoadedSpec
+    run_id: str
+    dims: list[str]
+    shape: tuple[int, ...]
+    coords: dict[str, tuple[str, list[Any]]]   # coord name -> (dim, values)
+    points: list[Point]
+    points_per_task: int
+    out_dir: Path
+    base_dir: Path
+    tasks: list[Task] = field(default_factory=list)
+
+    @property
+    def spec(self) -> Spec:
+        return self.loaded.spec
+
+    def chunk(self, points: list[Point]) -> list[Task]:
+        """Split points (in grid order) into tasks of at most points_per_task each."""
+        ex = self.spec.execution
+        tasks = []
+        for start in range(0, len(points), self.points_per_task):
+            chunk = tuple(points[start:start + self.points_per_task])
+            tasks.append(Task(content_id([p.id for p in chunk]), chunk, str(self.base_dir),
+                              ex.cpus_per_task, ex.gpus_per_task))
+        return tasks
+
+    def describe(self) -> str:
+        """A human summary: dims and sizes, points, tasks, resources, output folder."""
+        ex = self.spec.execution
+        dims = " x ".join(f"{d}={n}" for d, n in zip(self.dims, self.shape)) or "(no sweep)"
+        lines = [
+            f"spec      {self.loaded.file}  (name {self.spec.name}, run id {self.run_id})",
+            f"grid      {dims}",
+            f"points    {len(self.points)}",
+            f"tasks     {len(self.tasks)}  ({self.points_per_task} points per task)",
+            f"executor  {ex.executor}" + (f" at {ex.address}" if ex.address else ""),
+            f"resources {ex.cpus_per_task} CPU + {ex.gpus_per_task:g} GPU per task",
+            f"metrics   {', '.join(m.kind for m in self.spec.metrics)}",
+            f"output    {self.out_dir}",
+        ]
+        return "\n".join(lines)
+
+
+def compile_plan(spec: str | Path | LoadedSpec, *, out: str | Path | None = None,
+                 base_dir: str | Path | None = None) -> Plan:
+    """Compile a spec (path or loaded) into a Plan; raise RunnerError on any problem.
+
+    >>> plan = compile_plan("specs/quickstart.yaml")      # doctest: +SKIP
+    >>> plan.dims, len(plan.points), len(plan.tasks)      # doctest: +SKIP
+    (['coefficient', 'layer'], 34, 5)
+    """
+    loaded = spec if isinstance(spec, LoadedSpec) else load_spec(spec)
+    base = Path(base_dir or os.getcwd()).resolve()
+    axes = loaded.axes
+    shape = tuple(len(a) for a in axes)
+    coords = {m.name: (a.dim, list(m.values)) for a in axes for m in a.members}
+    points, problems = [], []
+    for index, choice in enumerate(itertools.product(*(range(n) for n in shape))):
+        assignments = {m.path: m.values[i] for a, i in zip(axes, choice) for m in a.members}
+        point_coords = {m.name: m.values[i] for a, i in zip(axes, choice) for m in a.members}
+        try:
+            point_spec = Spec.model_validate(loaded.point_data(assignments))
+        except ValidationError as exc:  # a combination of valid values that is invalid as a whole
+            problems += [_at_point(p, point_coords) for p in problems_from(exc, loaded.located, Spec)]
+            continue
+        for path, message in check_point(point_spec, base):
+            problems.append(_locate(loaded, axes, choice, path, message, point_coords))
+        identity = point_spec.model_dump(mode="json", exclude=IDENTITY_EXCLUDES)
+        seed = int(content_id([point_spec.seed, point_coords], 8), 16)
+        points.append(Point(index, point_coords, point_spec, content_id(identity), seed))
+    if problems:
+        raise RunnerError(_unique(problems))
+    run_id = run_id_of(loaded)
+    ppt = loaded.spec.execution.points_per_task
+    if ppt == "auto":
+        ppt = max(1, min(32, math.ceil(len(points) / 8)))
+    out_dir = Path(out).resolve() if out else base / "results" / loaded.spec.name
+    plan = Plan(loaded, run_id, [a.dim for a in axes], shape, coords, points, ppt, out_dir, base)
+    plan.tasks = plan.chunk(points)
+    return plan
+
+
+def _unique(problems: list[Problem]) -> list[Problem]:
+    seen, out = set(), []
+    for p in problems:
+        key = (p.file, p.line, p.col, p.path, p.message.split(" (at grid point")[0])
+        if key not in seen:
+            seen.add(key)
+            out.append(p)
+    return out
+
+
+def _at_point(problem: Problem, coords: dict[str, Any]) -> Problem:
+    if not coords:
+        return problem
+    where = ", ".join(f"{k}={v!r}" for k, v in coords.items())
+    return Problem(f"{problem.message} (at grid point {where})", problem.file, problem.line, problem.col, problem.path)
+
+
+def _locate(loaded: LoadedSpec, axes: Any, choice: tuple[int, ...], path: tuple, message: str,
+            coords: dict[str, Any]) -> Problem:
+    """Place a problem at the sweep value that set ``path``, else where the spec writes it."""
+    located: Located = loaded.located
+    for axis, i in zip(axes, choice):
+        for member in axis.members:
+            if path[: len(member.path)] == member.path:
+                place = value_place(located, member, i)
+                line, col = located.where(place)
+                return Problem(f"sweep value {member.values[i]!r} for {member.key!r}: {message}",
+                               located.file, line, col, dotted(place))
+    return _at_point(located.problem(path, message), coords)
+
+
+# ---------------------------------------------------------------- model-dependent checks
+
+def model_dims(spec: Spec) -> Dims:
+    """The sizes of the spec's model, read from its config without building it."""
+    source = spec.model
+    if isinstance(source, TransformerModel):
+        c = source.transformer
+        d_head = c.d_head or (c.d_model // c.n_heads)
+        return Dims(c.n_layers, c.d_model, c.n_heads, d_head, c.d_mlp or 4 * c.d_model, c.d_vocab, c.n_ctx)
+    raise TypeError(f"unknown model source {type(source).__name__}")
+
+
+def data_shape(data: Any, spec: Spec) -> tuple[int, int]:
+    """(batch, length) of a token data source."""
+    if isinstance(data, TokensData):
+        return len(data.tokens), len(data.tokens[0])
+    return data.random_tokens.batch, data.random_tokens.length
+
+
+def check_point(spec: Spec, base_dir: Path) -> Iterator[tuple[tuple, str]]:
+    """Yield (spec path, message) for every model-dependent problem of one resolved point."""
+    if isinstance(spec.model, TransformerModel):
+        c = spec.model.transformer
+        if c.d_head is None and c.d_model % c.n_heads:
+            yield ("model", "transformer", "n_heads"), (
+                f"n_heads ({c.n_heads}) must divide d_model ({c.d_model}), or give d_head")
+            return
+    dims = model_dims(spec)
+    yield from _check_tokens(spec.data, ("data",), dims, spec)
+    _, length = data_shape(spec.data, spec)
+    iv = spec.intervention
+    if iv is not None:
+        try:
+            site = resolve_site(iv.hook, iv.layer, dims)
+        except ValueError as exc:
+            yield ("intervention", "layer" if "layer" in str(exc) and iv.layer is not None else "hook"), str(exc)
+            return
+        if iv.head is not None:
+            if not site.has_heads:
+                yield ("intervention", "head"), f"hook {site.name} has no heads; head applies to z, q, k, v, pattern"
+            elif iv.head >= dims.n_heads:
+                yield ("intervention", "head"), f"head {iv.head} is out of range: the model has {dims.n_heads} heads (0..{dims.n_heads - 1})"
+        try:
+            position_indices(iv.position, length)
+        except ValueError as exc:
+            yield ("intervention", "position"), str(exc)
+        yield from _check_vector(iv, site, dims, base_dir, spec)
+    for i, metric in enumerate(spec.metrics):
+        for t in getattr(metric, "tokens", []):
+            if t >= dims.d_vocab:
+                yield ("metrics", i), f"token id {t} is out of range for d_vocab {dims.d_vocab}"
+
+
+def _check_tokens(data: Any, path: tuple, dims: Dims, spec: Spec) -> Iterator[tuple[tuple, str]]:
+    _, length = data_shape(data, spec)
+    if length > dims.n_ctx:
+        yield path, f"sequences of length {length} exceed the model's context n_ctx={dims.n_ctx}"
+    if isinstance(data, TokensData):
+        top = max(max(row) for row in data.tokens)
+        if top >= dims.d_vocab:
+            yield path + ("tokens",), f"token id {top} is out of range for d_vocab {dims.d_vocab}"
+
+
+def _check_vector(iv: Any, site: Any, dims: Dims, base_dir: Path, spec: Spec) -> Iterator[tuple[tuple, str]]:
+    try:
+        width = site.width(dims)
+    except ValueError as exc:
+        yield ("intervention", "hook"), f"cannot steer: {exc}"
+        return
+    source = iv.vector
+    if hasattr(source, "file"):
+        path = ("intervention", "vector", "file")
+        file = resolve_path(source.file, base_dir)
+        if not file.is_file():
+            yield path, f"vector file not found: {file}"
+            return
+        try:
+            shape = npy_shape(file)
+        except (OSError, ValueError) as exc:
+            yield path, f"not a readable .npy file: {file} ({exc})"
+            return
+        if shape != (width,):
+            yield path, f"vector has shape {shape}, but {site.name} needs a vector of length {width}"
+    elif hasattr(source, "contrast"):
+        for side in ("positive", "negative"):
+            yield from _check_tokens(getattr(source.contrast, side), ("intervention", "vector", "contrast", side), dims, spec)
+
+
+def resolve_path(path: str, base_dir: Path | str) -> Path:
+    """A spec path resolved against the directory runner was started in."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else Path(base_dir) / p
+
+
+def npy_shape(file: Path) -> tuple[int, ...]:
+    """The array shape a .npy file declares in its header (the data is not read)."""
+    with open(file, "rb") as f:
+        major, _ = np.lib.format.read_magic(f)
+        read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+        shape, _, _ = read(f)
+    return tuple(shape)
+
+
+def run_id_of(loaded: LoadedSpec) -> str:
+    """The content id of a run: its spec less what cannot change the numbers."""
+    return content_id(loaded.spec.model_dump(mode="json", exclude=IDENTITY_EXCLUDES - {"sweep"}))

@@ -1,0 +1,104 @@
+"""Hook addressing without torch: short TransformerLens names -> full hook names and widths.
+
+Both ``runner plan`` (to check an address before anything runs) and the
+interventions (to hook the model) use this table, so they cannot disagree.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_BLOCK = {"resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out"}
+_ATTN = {"z", "q", "k", "v", "pattern", "attn_scores"}
+_MLP = {"pre": "mlp.hook_pre", "post": "mlp.hook_post", "mlp_pre": "mlp.hook_pre", "mlp_post": "mlp.hook_post"}
+_GLOBAL = {"embed": "hook_embed", "pos_embed": "hook_pos_embed"}
+HEAD_HOOKS = {"z", "q", "k", "v", "pattern", "attn_scores"}
+SHORT_NAMES = sorted(_BLOCK | _ATTN | set(_MLP) | set(_GLOBAL))
+
+_FULL = re.compile(r"^blocks\.(\d+)\.(?:(attn|mlp)\.)?hook_(\w+)$")
+
+
+@dataclass(frozen=True)
+class Dims:
+    """The sizes of a model that addresses are checked against."""
+
+    n_layers: int
+    d_model: int
+    n_heads: int
+    d_head: int
+    d_mlp: int
+    d_vocab: int
+    n_ctx: int
+
+
+@dataclass(frozen=True)
+class Site:
+    """A resolved hook: its full name, block index and short kind."""
+
+    name: str
+    layer: int | None
+    short: str
+
+    @property
+    def has_heads(self) -> bool:
+        return self.short in HEAD_HOOKS
+
+    def width(self, dims: Dims) -> int:
+        """The length a vector added at this site must have (its activation's last dim)."""
+        if self.short in ("z", "q", "k", "v"):
+            return dims.d_head
+        if self.short in ("pre", "post", "mlp_pre", "mlp_post"):
+            return dims.d_mlp
+        if self.short in ("pattern", "attn_scores"):
+            raise ValueError(f"{self.name} holds attention weights over positions; it has no vector width")
+        return dims.d_model
+
+
+def resolve_site(hook: str, layer: int | None, dims: Dims) -> Site:
+    """The site a (hook, layer) address names in a model of ``dims``; ValueError says why not."""
+    if hook in _GLOBAL:
+        if layer is not None:
+            raise ValueError(f"hook {hook!r} is outside the blocks and takes no layer")
+        return Site(_GLOBAL[hook], None, hook)
+    if hook in _GLOBAL.values():
+        return resolve_site(next(k for k, v in _GLOBAL.items() if v == hook), layer, dims)
+    full = _FULL.match(hook)
+    if full:
+        named_layer, group, short = int(full.group(1)), full.group(2), full.group(3)
+        if layer is not None and layer != named_layer:
+            raise ValueError(f"hook {hook!r} names layer {named_layer} but layer is {layer}; give one or the other")
+        known = {None: _BLOCK, "attn": _ATTN, "mlp": {"pre", "post"}}[group]
+        if short not in known:
+            raise ValueError(f"no hook {hook!r} in TransformerLens blocks; known: {', '.join(_full_names(named_layer))}")
+        hook, layer = (short if group != "mlp" else "mlp_" + short), named_layer
+    if hook not in _BLOCK | _ATTN | set(_MLP):
+        raise ValueError(f"unknown hook {hook!r}; short names are {', '.join(SHORT_NAMES)} "
+                         "(or a full name such as blocks.0.hook_resid_pre)")
+    if layer is None:
+        raise ValueError(f"hook {hook!r} needs a layer (0..{dims.n_layers - 1})")
+    if not 0 <= layer < dims.n_layers:
+        raise ValueError(f"layer {layer} is out of range: the model has {dims.n_layers} layers (0..{dims.n_layers - 1})")
+    if hook in _BLOCK:
+        return Site(f"blocks.{layer}.hook_{hook}", layer, hook)
+    if hook in _ATTN:
+        return Site(f"blocks.{layer}.attn.hook_{hook}", layer, hook)
+    return Site(f"blocks.{layer}.{_MLP[hook]}", layer, hook)
+
+
+def _full_names(layer: int) -> list[str]:
+    return ([f"blocks.{layer}.hook_{h}" for h in sorted(_BLOCK)] + [f"blocks.{layer}.attn.hook_{h}" for h in sorted(_ATTN)]
+            + [f"blocks.{layer}.mlp.hook_pre", f"blocks.{layer}.mlp.hook_post"])
+
+
+def position_indices(position: str | int | list[int], length: int) -> list[int] | None:
+    """Non-negative indices a position selects in a sequence of ``length``; None means all."""
+    if position == "all":
+        return None
+    if position == "last":
+        return [length - 1]
+    wanted = [position] if isinstance(position, int) else list(position)
+    bad = [p for p in wanted if not -length <= p < length]
+    if bad:
+        raise ValueError(f"position {bad[0]} is out of range for sequences of length {length} "
+                         f"(valid: {-length}..{length - 1}, all, last)")
+    return sorted({p % length for p in wanted})

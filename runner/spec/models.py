@@ -1,0 +1,251 @@
+"""The spec language v1 as pydantic models: the schema is the documentation.
+
+Every model forbids unknown keys and is strict about types (a layer is an
+integer, not the string "1"). A *source* (of a model, of data, of a steering
+vector) is a mapping with exactly one key naming the kind of source.
+"""
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_validator,
+)
+
+SLUG = r"^[a-z0-9][a-z0-9_-]*$"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+def _single_key(value: Any) -> str | None:
+    if isinstance(value, dict) and len(value) == 1:
+        return next(iter(value))
+    if isinstance(value, BaseModel):
+        return next(iter(type(value).model_fields))
+    return None
+
+
+def one_of(what: str, *models: type[BaseModel]) -> Any:
+    """A union of single-key source models, told apart by their one key."""
+    if len(models) == 1:
+        return models[0]
+    names = [next(iter(m.model_fields)) for m in models]
+    members = tuple(Annotated[m, Tag(n)] for m, n in zip(models, names))
+    return Annotated[
+        Union[members],  # type: ignore[valid-type]
+        Discriminator(
+            _single_key,
+            custom_error_type="one_source",
+            custom_error_message=f"expected a mapping with exactly one {what} source: " + " | ".join(names),
+        ),
+    ]
+
+
+# ---------------------------------------------------------------- models
+
+class TransformerConfig(Strict):
+    """A token transformer built natively by TransformerLens (random init)."""
+
+    n_layers: int = Field(ge=1, description="Number of transformer blocks.")
+    d_model: int = Field(ge=1, description="Width of the residual stream.")
+    n_heads: int = Field(ge=1, description="Attention heads per block; must divide d_model unless d_head is given.")
+    d_head: int | None = Field(None, ge=1, description="Width of one head; default d_model // n_heads.")
+    d_mlp: int | None = Field(None, ge=1, description="MLP hidden width; default 4 * d_model.")
+    d_vocab: int = Field(ge=2, description="Vocabulary size.")
+    n_ctx: int = Field(ge=1, description="Maximum sequence length.")
+    act_fn: Literal["gelu", "gelu_new", "relu", "silu"] = Field("gelu", description="MLP activation.")
+    normalization: Literal["LN", "LNPre", "RMS", "RMSPre"] = Field("LN", description="Normalisation type.")
+    attn_only: bool = Field(False, description="Blocks without MLPs.")
+    init_seed: int = Field(0, description="Seed of the weight initialisation: same seed, same weights.")
+
+
+class TransformerModel(Strict):
+    transformer: TransformerConfig = Field(description="A randomly initialised TransformerLens model.")
+
+
+ModelSource = one_of("model", TransformerModel)
+
+
+# ---------------------------------------------------------------- data
+
+class TokensData(Strict):
+    tokens: list[list[Annotated[int, Field(ge=0)]]] = Field(
+        min_length=1, description="Token ids, one row per sample; all rows the same length."
+    )
+
+    @field_validator("tokens")
+    @classmethod
+    def _rectangular(cls, rows: list[list[int]]) -> list[list[int]]:
+        if any(len(r) == 0 for r in rows):
+            raise ValueError("every row needs at least one token")
+        if len({len(r) for r in rows}) > 1:
+            raise ValueError(f"all rows must have the same length, got lengths {sorted({len(r) for r in rows})}")
+        return rows
+
+
+class RandomTokensOptions(Strict):
+    batch: int = Field(ge=1, description="Number of samples.")
+    length: int = Field(ge=1, description="Tokens per sample.")
+    seed: int | None = Field(None, description="Seed of the draw; default: the spec's seed.")
+
+
+class RandomTokensData(Strict):
+    random_tokens: RandomTokensOptions = Field(description="Uniformly random token ids in [0, d_vocab).")
+
+
+DataSource = one_of("data", TokensData, RandomTokensData)
+
+
+# ---------------------------------------------------------------- steering vectors
+
+class FileVector(Strict):
+    file: str = Field(description="A .npy file holding one vector as long as the hooked activation's last dim.")
+
+
+class RandomVectorOptions(Strict):
+    seed: int | None = Field(None, description="Seed of the direction; default: the spec's seed.")
+    norm: Literal["match"] | Annotated[float, Field(gt=0)] | None = Field(
+        None, description="Unit norm when absent; a number; or 'match': the mean activation norm at the site over the data."
+    )
+
+
+class RandomVector(Strict):
+    random: RandomVectorOptions = Field(description="A seeded random direction (a control for learned vectors).")
+
+
+class ContrastOptions(Strict):
+    positive: DataSource = Field(description="Inputs whose mean activation is the vector's plus side.")
+    negative: DataSource = Field(description="Inputs whose mean activation is subtracted.")
+
+
+class ContrastVector(Strict):
+    contrast: ContrastOptions = Field(
+        description="Mean activation difference at the site (over samples and positions) between two inputs."
+    )
+
+
+VectorSource = one_of("vector", FileVector, RandomVector, ContrastVector)
+
+
+# ---------------------------------------------------------------- interventions
+
+Position = Union[Literal["all", "last"], int, Annotated[list[int], Field(min_length=1)]]
+
+
+class Steer(Strict):
+    """x + c·v at the addressed site."""
+
+    kind: Literal["steer"] = Field(description="steer: add c·v to the activation.")
+    hook: str = Field("resid_pre", description="TransformerLens hook: short (resid_pre, attn_out, z, ...) or full (blocks.1.hook_resid_pre).")
+    layer: int | None = Field(None, ge=0, description="Block index; required for block hooks given by short name.")
+    head: int | None = Field(None, ge=0, description="Head index, for z / q / k / v hooks.")
+    position: Position = Field("all", description="all | last | an index (negative counts from the end) | a list of indices.")
+    coefficient: float = Field(1.0, description="c in x + c·v; 0 leaves the model untouched.")
+    vector: VectorSource = Field(description="Where v comes from: file | random | contrast.")
+
+
+Intervention = Steer
+
+
+# ---------------------------------------------------------------- metrics
+
+class LogitsMetric(Strict):
+    kind: Literal["logits"] = Field(description="Logits at the last position: dims (sample, vocab).")
+
+
+class ProbsMetric(Strict):
+    kind: Literal["probs"] = Field(description="Softmax probabilities at the last position: dims (sample, vocab).")
+
+
+class LogitDiffMetric(Strict):
+    kind: Literal["logit_diff"] = Field(description="logit[a] - logit[b] at the last position: dims (sample,).")
+    tokens: list[Annotated[int, Field(ge=0)]] = Field(min_length=2, max_length=2, description="The two token ids [a, b].")
+
+
+class KLMetric(Strict):
+    kind: Literal["kl"] = Field(description="KL(p_clean || p_intervened) at the last position, nats: dims (sample,).")
+
+
+def _metric_entry(value: Any) -> Any:
+    """``logits`` -> ``{kind: logits}``; ``{logit_diff: {...}}`` -> ``{kind: logit_diff, ...}``."""
+    if isinstance(value, str):
+        return {"kind": value}
+    if isinstance(value, dict) and len(value) == 1 and "kind" not in value:
+        (name, options), = value.items()
+        return {"kind": name, **(options or {})} if isinstance(options, dict) or options is None else value
+    return value
+
+
+Metric = Annotated[
+    Union[LogitsMetric, ProbsMetric, LogitDiffMetric, KLMetric],
+    Field(discriminator="kind"),
+    BeforeValidator(_metric_entry),
+]
+
+
+# ---------------------------------------------------------------- execution
+
+class Execution(Strict):
+    executor: Literal["local", "ray"] = Field("local", description="local: in-process; ray: one Ray task per chunk of points.")
+    address: str | None = Field(None, description="ray: a cluster address; absent starts a local Ray for the run.")
+    gpus_per_task: float = Field(0, ge=0, description="GPUs per task (fractions allowed); refused before launch if the cluster has none.")
+    cpus_per_task: int = Field(1, ge=1, description="CPUs per task; also the torch thread count of a task.")
+    points_per_task: int | Literal["auto"] = Field("auto", description="Grid points one task runs; auto picks a chunk size.")
+    max_retries: int = Field(2, ge=0, description="ray: retries of a task whose worker died.")
+
+    @field_validator("points_per_task")
+    @classmethod
+    def _positive(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 1:
+            raise ValueError("points_per_task must be at least 1 (or auto)")
+        return v
+
+
+# ---------------------------------------------------------------- the spec
+
+class Spec(Strict):
+    """One experiment: a model, its inputs, an optional intervention, a sweep, metrics."""
+
+    name: str = Field(description="Slug naming the run folder results/<name>/: [a-z0-9][a-z0-9_-]*.")
+    description: str = Field("", description="Free text: what this experiment shows.")
+    kind: Literal["intervene"] = Field("intervene", description="intervene: run a model and measure.")
+    seed: int = Field(0, description="Base seed; default of every seed field in the spec.")
+    model: ModelSource = Field(description="Exactly one model source.")
+    data: DataSource = Field(description="Exactly one data source: what the model reads.")
+    intervention: Intervention | None = Field(None, description="Absent: a plain run.")
+    sweep: dict[str, Any] = Field(
+        default_factory=dict,
+        description=(
+            "Cartesian grid: each key is a dotted path into this spec, each value a list, "
+            "{linspace: [a, b, n]}, {logspace: [a, b, n]}, {range: [a, b]} or [a, b, step], "
+            "or {values: [...], name: dim}; 'zip: [{path: axis}, ...]' moves axes together along one dim."
+        ),
+    )
+    metrics: list[Metric] = Field(default_factory=lambda: [LogitsMetric(kind="logits")], min_length=1,
+                                  description="What to measure: logits | probs | {logit_diff: {tokens: [a, b]}} | kl.")
+    execution: Execution = Field(default_factory=Execution, description="How to run: executor and resources.")
+
+    @field_validator("name")
+    @classmethod
+    def _slug(cls, name: str) -> str:
+        if not re.match(SLUG, name):
+            raise ValueError("a name is a slug: lowercase letters, digits, '-' and '_', starting with a letter or digit")
+        return name
+
+    @model_validator(mode="after")
+    def _unique_metrics(self) -> "Spec":
+        kinds = [m.kind for m in self.metrics]
+        dupes = sorted({k for k in kinds if kinds.count(k) > 1})
+        if dupes:
+            raise ValueError(f"metric {dupes[0]!r} is listed twice")
+        return self
