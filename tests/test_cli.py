@@ -1,0 +1,53 @@
+"""The fast verbs: validate, schema, plan and status import no torch and write nothing."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from conftest import BASE_SPEC, cli, write_spec
+
+
+def test_validate_and_plan_import_no_torch_ray_or_xarray(project):
+    write_spec(project, BASE_SPEC)
+    code = ("import sys; from runner.cli import main; "
+            "assert main(['validate', 'spec.yaml']) == 0; assert main(['plan', 'spec.yaml']) == 0; "
+            "heavy = [m for m in ('torch', 'ray', 'xarray', 'transformer_lens') if m in sys.modules]; "
+            "print('HEAVY', heavy)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=project, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "HEAVY []" in done.stdout
+
+
+def test_plan_describes_the_grid_and_writes_nothing(project):
+    write_spec(project, BASE_SPEC.replace("execution: {executor: local}", "execution: {points_per_task: 4}"))
+    done = cli("plan", "spec.yaml", cwd=project)
+    assert done.returncode == 0, done.stderr
+    assert "coefficient=3 x layer=2" in done.stdout
+    assert "points    6" in done.stdout and "tasks     2" in done.stdout
+    assert str(project / "results" / "base") in done.stdout
+    assert list(project.iterdir()) == [project / "spec.yaml"]
+
+
+def test_validate_many_specs_reports_each(project):
+    write_spec(project, BASE_SPEC, "good.yaml")
+    write_spec(project, BASE_SPEC.replace("intervention.layer: [0, 1]", "intervention.layer: [0, 7]"), "bad.yaml")
+    done = cli("validate", "good.yaml", "bad.yaml", cwd=project)
+    assert done.returncode == 2
+    assert "good.yaml: ok (6 points)" in done.stdout
+    assert "bad.yaml:16:27: sweep.intervention.layer[1]: sweep value 7 for 'intervention.layer': layer 7 is out of range" \
+        in done.stderr
+
+
+def test_schema_is_json_schema_with_descriptions(project):
+    done = cli("schema", cwd=project)
+    schema = json.loads(done.stdout)
+    assert schema["additionalProperties"] is False
+    assert {"name", "model", "data", "intervention", "sweep", "metrics", "execution"} <= set(schema["properties"])
+    assert "description" in schema["properties"]["sweep"]
+    assert "Steer" in schema["$defs"] and "description" in schema["$defs"]["Steer"]["properties"]["coefficient"]
+
+
+def test_status_of_a_missing_run_is_a_clear_error(project):
+    done = cli("status", "nothing-here", cwd=project)
+    assert done.returncode == 2 and "no run at" in done.stderr and "Traceback" not in done.stderr
