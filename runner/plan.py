@@ -26,6 +26,7 @@ from runner.spec.sweep import value_place
 from runner.spec.yaml_loader import Located, dotted
 
 IDENTITY_EXCLUDES = {"execution", "description", "sweep"}
+METRIC_DIMS = {"logits": ("sample", "vocab"), "probs": ("sample", "vocab"), "logit_diff": ("sample",), "kl": ("sample",)}
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,7 @@ def compile_plan(spec: str | Path | LoadedSpec, *, out: str | Path | None = None
     base = Path(base_dir or os.getcwd()).resolve()
     axes = loaded.axes
     shape = tuple(len(a) for a in axes)
+    _check_dim_names(loaded)
     coords = {m.name: (a.dim, list(m.values)) for a in axes for m in a.members}
     points, problems = [], []
     for index, choice in enumerate(itertools.product(*(range(n) for n in shape))):
@@ -133,6 +135,17 @@ def compile_plan(spec: str | Path | LoadedSpec, *, out: str | Path | None = None
     plan = Plan(loaded, run_id, [a.dim for a in axes], shape, coords, points, ppt, out_dir, base)
     plan.tasks = plan.chunk(points)
     return plan
+
+
+def _check_dim_names(loaded: LoadedSpec) -> None:
+    """A sweep dim may not share its name with a dim of the spec's metrics."""
+    metric_dims = {d: m.kind for m in loaded.spec.metrics for d in METRIC_DIMS[m.kind]}
+    for axis in loaded.axes:
+        for member in axis.members:
+            if member.name in metric_dims:
+                raise RunnerError(loaded.located.problem(
+                    member.where, f"dim name {member.name!r} clashes with a dim of metric {metric_dims[member.name]!r}; "
+                                  "rename the axis with {values: [...], name: ...}", key=True))
 
 
 def _unique(problems: list[Problem]) -> list[Problem]:

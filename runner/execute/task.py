@@ -2,11 +2,14 @@
 
 A task loads each model once, runs each clean pass once, and folds its
 points into the batch dimension: one forward pass serves many points, each
-point's edits touching only its own rows. A point that raises is recorded as
-failed with its message; the others still finish.
+point's edits touching only its own rows. Points are folded with others that
+edit the same first block, and that pass starts there from the cached clean
+residual: blocks before the first edit are never run again. A point that
+raises is recorded as failed with its message; the others still finish.
 """
 from __future__ import annotations
 
+import re
 import traceback
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -87,6 +90,7 @@ def _run_group(points: list[Point], task: Task, device: str, records: dict) -> N
         model = get_model(spec.model, device)
         tokens = make_tokens(spec.data, dims.d_vocab, spec.seed, device)
         sites = {s for p in points for s in interventions.sites(p.spec.intervention, dims)}
+        sites |= {f"blocks.{layer}.hook_resid_pre" for s in sites if (layer := _block_of(s)) is not None}
         ctx = Context(model, tokens, dims, task.base_dir, device, spec.seed, sites)
         clean = ctx.clean()[0]
     except Exception:  # the group cannot start: every point in it fails with the same message
@@ -111,11 +115,14 @@ def _forward(ctx: Context, prepared: list, clean: torch.Tensor, records: dict):
     batch = ctx.tokens.shape[0]
     per_pass = max(1, MAX_ROWS // batch)
     plain = [(p, e) for p, e in prepared if not e]
-    edited = [(p, e) for p, e in prepared if e]
+    by_start: dict[int | None, list] = defaultdict(list)
+    for p, edits in prepared:
+        if edits:
+            by_start[_first_block(edits)].append((p, edits))
     for p, _ in plain:
         yield p, clean
-    for start in range(0, len(edited), per_pass):
-        chunk = edited[start:start + per_pass]
+    chunks = [group[i:i + per_pass] for group in by_start.values() for i in range(0, len(group), per_pass)]
+    for chunk in chunks:
         try:
             outs = _folded_pass(ctx, chunk)
         except Exception:  # find the point that breaks the fold by running each alone
@@ -131,7 +138,22 @@ def _forward(ctx: Context, prepared: list, clean: torch.Tensor, records: dict):
                 yield p, out
 
 
+_BLOCK = re.compile(r"^blocks\.(\d+)\.")
+
+
+def _block_of(site: str) -> int | None:
+    match = _BLOCK.match(site)
+    return int(match.group(1)) if match else None
+
+
+def _first_block(edits: list) -> int | None:
+    """The first block any edit touches; None when an edit sits before the blocks (embeddings)."""
+    blocks = [_block_of(site) for site, _ in edits]
+    return None if None in blocks else min(blocks)
+
+
 def _folded_pass(ctx: Context, chunk: list) -> list[torch.Tensor]:
+    """Last-position logits of each point in ``chunk``, from one forward over their stacked rows."""
     batch = ctx.tokens.shape[0]
     by_site: dict[str, list] = defaultdict(list)
     for j, (_, edits) in enumerate(chunk):
@@ -146,9 +168,27 @@ def _folded_pass(ctx: Context, chunk: list) -> list[torch.Tensor]:
             return x
         return hook
 
-    tokens = ctx.tokens.repeat(len(chunk), 1)
-    logits = ctx.model.run_with_hooks(tokens, fwd_hooks=[(s, make_hook(e)) for s, e in by_site.items()])
-    return list(logits[:, -1].split(batch))
+    hooks = [(s, make_hook(e)) for s, e in by_site.items()]
+    start = _first_block(chunk[0][1])
+    if start is None:
+        logits = ctx.model.run_with_hooks(ctx.tokens.repeat(len(chunk), 1), fwd_hooks=hooks)[:, -1]
+    else:
+        resid = ctx.clean_activation(f"blocks.{start}.hook_resid_pre").repeat(len(chunk), 1, 1)
+        with ctx.model.hooks(fwd_hooks=hooks):
+            logits = _run_from_block(ctx.model, resid, start)
+    return list(logits.split(batch))
+
+
+def _run_from_block(model: Any, resid: torch.Tensor, start: int) -> torch.Tensor:
+    """Last-position logits from the residual entering block ``start`` (hooks fire as usual).
+
+    TransformerLens 4's ``start_at_layer`` still runs the earlier blocks; calling the
+    bridge's own blocks, final norm and unembedding skips them and gives the same numbers.
+    """
+    for block in model.blocks[start:]:
+        out = block(resid)
+        resid = out[0] if isinstance(out, tuple) else out
+    return model.unembed(model.ln_final(resid[:, -1:]))[:, -1]
 
 
 def _error() -> str:

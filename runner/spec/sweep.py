@@ -21,7 +21,7 @@ from runner.spec.yaml_loader import Located, Path
 
 _GENERATORS = ("values", "linspace", "logspace", "range")
 _UNSWEEPABLE = ("name", "kind", "sweep", "execution", "description")
-RESERVED_DIMS = ("point", "sample", "vocab", "action", "position", "layer_read", "step", "episode")
+RESERVED_DIMS = ("point",)  # metric dims are checked against the spec's own metrics in plan.py
 
 
 @dataclass(frozen=True)
@@ -150,7 +150,7 @@ def _check_names(located: Located, axes: list[Axis]) -> None:
     for axis in axes:
         for m in axis.members:
             if m.name in RESERVED_DIMS:
-                raise RunnerError(located.problem(m.where, f"dim name {m.name!r} is reserved for metric dims; "
+                raise RunnerError(located.problem(m.where, f"dim name {m.name!r} is reserved; "
                                                            "rename the axis with {values: [...], name: ...}"))
             if m.name in seen:
                 raise RunnerError(located.problem(
