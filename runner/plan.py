@@ -18,7 +18,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from runner.errors import Problem, RunnerError
-from runner.sites import Dims, position_indices, resolve_site
+from runner.sites import HEAD_HOOKS, Dims, SiteError, position_indices, resolve_site
 from runner.spec import LoadedSpec, content_id, load_spec
 from runner.spec.check import problems_from
 from runner.spec.models import Spec, TokensData, TransformerModel
@@ -27,6 +27,8 @@ from runner.spec.yaml_loader import Located, dotted
 
 IDENTITY_EXCLUDES = {"execution", "description", "sweep"}
 METRIC_DIMS = {"logits": ("sample", "vocab"), "probs": ("sample", "vocab"), "logit_diff": ("sample",), "kl": ("sample",)}
+METRIC_VARIABLES = {"logits": ("logits",), "probs": ("probs",), "logit_diff": ("logit_diff",), "kl": ("kl",)}
+RESULT_VARIABLES = ("status", "error", "point_id")
 
 
 @dataclass(frozen=True)
@@ -138,13 +140,15 @@ def compile_plan(spec: str | Path | LoadedSpec, *, out: str | Path | None = None
 
 
 def _check_dim_names(loaded: LoadedSpec) -> None:
-    """A sweep dim may not share its name with a dim of the spec's metrics."""
-    metric_dims = {d: m.kind for m in loaded.spec.metrics for d in METRIC_DIMS[m.kind]}
+    """A sweep dim may not share its name with a dim or variable of the result."""
+    taken = {d: f"a dim of metric {m.kind!r}" for m in loaded.spec.metrics for d in METRIC_DIMS[m.kind]}
+    taken |= {v: f"a variable of metric {m.kind!r}" for m in loaded.spec.metrics for v in METRIC_VARIABLES[m.kind]}
+    taken |= {v: "a variable of every result" for v in RESULT_VARIABLES}
     for axis in loaded.axes:
         for member in axis.members:
-            if member.name in metric_dims:
+            if member.name in taken:
                 raise RunnerError(loaded.located.problem(
-                    member.where, f"dim name {member.name!r} clashes with a dim of metric {metric_dims[member.name]!r}; "
+                    member.where, f"dim name {member.name!r} clashes with {taken[member.name]}; "
                                   "rename the axis with {values: [...], name: ...}", key=True))
 
 
@@ -213,12 +217,12 @@ def check_point(spec: Spec, base_dir: Path) -> Iterator[tuple[tuple, str]]:
     if iv is not None:
         try:
             site = resolve_site(iv.hook, iv.layer, dims)
-        except ValueError as exc:
-            yield ("intervention", "layer" if "layer" in str(exc) and iv.layer is not None else "hook"), str(exc)
+        except SiteError as exc:
+            yield ("intervention", exc.field if exc.field == "hook" or iv.layer is not None else "hook"), str(exc)
             return
         if iv.head is not None:
             if not site.has_heads:
-                yield ("intervention", "head"), f"hook {site.name} has no heads; head applies to z, q, k, v, pattern"
+                yield ("intervention", "head"), f"hook {site.name} has no heads; head applies to {', '.join(HEAD_HOOKS)}"
             elif iv.head >= dims.n_heads:
                 yield ("intervention", "head"), f"head {iv.head} is out of range: the model has {dims.n_heads} heads (0..{dims.n_heads - 1})"
         try:
@@ -235,7 +239,8 @@ def check_point(spec: Spec, base_dir: Path) -> Iterator[tuple[tuple, str]]:
 def _check_tokens(data: Any, path: tuple, dims: Dims, spec: Spec) -> Iterator[tuple[tuple, str]]:
     _, length = data_shape(data, spec)
     if length > dims.n_ctx:
-        yield path, f"sequences of length {length} exceed the model's context n_ctx={dims.n_ctx}"
+        where = path + (("tokens",) if isinstance(data, TokensData) else ("random_tokens", "length"))
+        yield where, f"sequences of length {length} exceed the model's context n_ctx={dims.n_ctx}"
     if isinstance(data, TokensData):
         top = max(max(row) for row in data.tokens)
         if top >= dims.d_vocab:
@@ -253,7 +258,7 @@ def _check_vector(iv: Any, site: Any, dims: Dims, base_dir: Path, spec: Spec) ->
         path = ("intervention", "vector", "file")
         file = resolve_path(source.file, base_dir)
         if not file.is_file():
-            yield path, f"vector file not found: {file}"
+            yield path, f"vector file {'is a directory' if file.is_dir() else 'not found'}: {file}"
             return
         try:
             shape = npy_shape(file)

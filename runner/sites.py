@@ -12,10 +12,18 @@ _BLOCK = {"resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out"}
 _ATTN = {"z", "q", "k", "v", "pattern", "attn_scores"}
 _MLP = {"pre": "mlp.hook_pre", "post": "mlp.hook_post", "mlp_pre": "mlp.hook_pre", "mlp_post": "mlp.hook_post"}
 _GLOBAL = {"embed": "hook_embed", "pos_embed": "hook_pos_embed"}
-HEAD_HOOKS = {"z", "q", "k", "v", "pattern", "attn_scores"}
+HEAD_HOOKS = ("z", "q", "k", "v", "pattern", "attn_scores")
 SHORT_NAMES = sorted(_BLOCK | _ATTN | set(_MLP) | set(_GLOBAL))
 
 _FULL = re.compile(r"^blocks\.(\d+)\.(?:(attn|mlp)\.)?hook_(\w+)$")
+
+
+class SiteError(ValueError):
+    """An address that names no site; ``field`` says which spec field is at fault (hook or layer)."""
+
+    def __init__(self, message: str, field: str = "hook"):
+        super().__init__(message)
+        self.field = field
 
 
 @dataclass(frozen=True)
@@ -58,7 +66,7 @@ def resolve_site(hook: str, layer: int | None, dims: Dims) -> Site:
     """The site a (hook, layer) address names in a model of ``dims``; ValueError says why not."""
     if hook in _GLOBAL:
         if layer is not None:
-            raise ValueError(f"hook {hook!r} is outside the blocks and takes no layer")
+            raise SiteError(f"hook {hook!r} is outside the blocks and takes no layer", "layer")
         return Site(_GLOBAL[hook], None, hook)
     if hook in _GLOBAL.values():
         return resolve_site(next(k for k, v in _GLOBAL.items() if v == hook), layer, dims)
@@ -66,18 +74,18 @@ def resolve_site(hook: str, layer: int | None, dims: Dims) -> Site:
     if full:
         named_layer, group, short = int(full.group(1)), full.group(2), full.group(3)
         if layer is not None and layer != named_layer:
-            raise ValueError(f"hook {hook!r} names layer {named_layer} but layer is {layer}; give one or the other")
+            raise SiteError(f"hook {hook!r} names layer {named_layer} but layer is {layer}; give one or the other", "layer")
         known = {None: _BLOCK, "attn": _ATTN, "mlp": {"pre", "post"}}[group]
         if short not in known:
-            raise ValueError(f"no hook {hook!r} in TransformerLens blocks; known: {', '.join(_full_names(named_layer))}")
+            raise SiteError(f"no hook {hook!r} in TransformerLens blocks; known: {', '.join(_full_names(named_layer))}")
         hook, layer = (short if group != "mlp" else "mlp_" + short), named_layer
     if hook not in _BLOCK | _ATTN | set(_MLP):
-        raise ValueError(f"unknown hook {hook!r}; short names are {', '.join(SHORT_NAMES)} "
+        raise SiteError(f"unknown hook {hook!r}; short names are {', '.join(SHORT_NAMES)} "
                          "(or a full name such as blocks.0.hook_resid_pre)")
     if layer is None:
-        raise ValueError(f"hook {hook!r} needs a layer (0..{dims.n_layers - 1})")
+        raise SiteError(f"hook {hook!r} needs a layer (0..{dims.n_layers - 1})", "layer")
     if not 0 <= layer < dims.n_layers:
-        raise ValueError(f"layer {layer} is out of range: the model has {dims.n_layers} layers (0..{dims.n_layers - 1})")
+        raise SiteError(f"layer {layer} is out of range: the model has {dims.n_layers} layers (0..{dims.n_layers - 1})", "layer")
     if hook in _BLOCK:
         return Site(f"blocks.{layer}.hook_{hook}", layer, hook)
     if hook in _ATTN:

@@ -44,3 +44,21 @@ def test_local_gpu_request_without_cuda_exits_2_and_writes_nothing(project):
     assert done.returncode == 2, done.stderr
     assert "gpus_per_task is 1" in done.stderr and "Traceback" not in done.stderr
     assert not (project / "results").exists()
+
+
+def test_cli_runs_on_an_existing_cluster_by_address(project, ray_session):
+    write_spec(project, BASE_SPEC)
+    address = ray_session.get_runtime_context().gcs_address
+    done = cli("run", "spec.yaml", "--executor", "ray", "--address", address, cwd=project)
+    assert done.returncode == 0, done.stderr
+    assert f"Ray ({address}" in done.stderr
+    local = runner.run(write_spec(project, BASE_SPEC, "local.yaml"), out=project / "local")
+    np.testing.assert_array_equal(runner.load("base").logits.values, local.logits.values)
+    assert ray_session.is_initialized(), "the driver must not shut down a cluster it did not start"
+
+
+def test_an_unreachable_ray_address_exits_2_at_once(project):
+    write_spec(project, BASE_SPEC)
+    done = cli("run", "spec.yaml", "--executor", "ray", "--address", "127.0.0.1:9", cwd=project, timeout=60)
+    assert done.returncode == 2 and "cannot reach a Ray cluster at 127.0.0.1:9" in done.stderr
+    assert not (project / "results").exists()

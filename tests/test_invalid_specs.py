@@ -135,7 +135,7 @@ CASES = [
          "tokens: ^[[", "data.tokens", "token id 20 is out of range for d_vocab 20"),
     Case("ragged-token-rows", edit("  random_tokens: {batch: 4, length: 8, seed: 0}", "  tokens: [[1, 2, 3], [4, 5]]"),
          "tokens: ^[[", "data.tokens", "all rows must have the same length"),
-    Case("sequence-longer-than-n-ctx", edit("length: 8", "length: 17"), "^random_tokens", "data",
+    Case("sequence-longer-than-n-ctx", edit("length: 8", "length: 17"), "length: ^17", "data.random_tokens.length",
          "sequences of length 17 exceed the model's context n_ctx=16"),
     # ------------------------------------------------------------ intervention address
     Case("layer-out-of-range", edit("  layer: 0", "  layer: 5", SWEEP_LAYER, ""), "layer: ^5",
@@ -166,9 +166,7 @@ CASES = [
     Case("global-hook-with-layer", edit("hook: resid_pre", "hook: embed", SWEEP_LAYER, ""), "layer: ^0",
          "intervention.layer", "takes no layer"),
     Case("hook-name-containing-layer", edit("hook: resid_pre", "hook: layer_norm"), "hook: ^layer_norm",
-         "intervention.hook", "unknown hook 'layer_norm'",
-         bug="plan.check_point places a resolve_site error at intervention.layer whenever its message contains "
-             "'layer', so an unknown hook named layer_norm is blamed on the layer sweep values"),
+         "intervention.hook", "unknown hook 'layer_norm'"),
     # ------------------------------------------------------------ steering vector
     Case("missing-vector-file", edit("{random: {seed: 0}}", "{file: nope.npy}"), "{file: ^nope.npy}",
          "intervention.vector.file", "vector file not found"),
@@ -227,10 +225,10 @@ CASES = [
          "sweep.zip", "at least two single-key mappings"),
     Case("two-axes-same-dim-name", edit(SWEEP_LAYER, SWEEP_LAYER + "  seed: {values: [0, 1], name: layer}\n"),
          "^seed: {values", "sweep.seed", "dim name 'layer' is already used by sweep axis 'intervention.layer'"),
-    Case("dim-name-reserved-sample", edit(SWEEP_LAYER, SWEEP_LAYER + "  seed: {values: [0, 1], name: sample}\n"),
-         "seed: ^{values", "sweep.seed", "dim name 'sample' is reserved"),
-    Case("dim-name-reserved-position", edit(SWEEP_LAYER, "  intervention.position: [0, 1]\n"),
-         "intervention.position: ^[0, 1]", "sweep.intervention.position", "dim name 'position' is reserved"),
+    Case("dim-name-clashes-with-metric-dim", edit(SWEEP_LAYER, SWEEP_LAYER + "  seed: {values: [0, 1], name: sample}\n"),
+         "^seed: {values", "sweep.seed", "dim name 'sample' clashes with a dim of metric 'logits'"),
+    Case("dim-name-reserved-point", edit(SWEEP_LAYER, SWEEP_LAYER + "  seed: {values: [0, 1], name: point}\n"),
+         "seed: ^{values", "sweep.seed", "dim name 'point' is reserved"),
     Case("dim-name-not-identifier", edit(SWEEP_LAYER, "  intervention.layer: {values: [0, 1], name: my-dim}\n"),
          "name: ^my-dim", "sweep.intervention.layer.name", "a dim name must be an identifier"),
     Case("sweeping-name", edit(SWEEP_LAYER, SWEEP_LAYER + "  name: [a, b]\n"), "^name: [a, b]", "sweep.name",
@@ -240,20 +238,13 @@ CASES = [
     Case("n-heads-via-sweep", edit(SWEEP_LAYER, "  model.transformer.n_heads: [4, 5]\n"), "n_heads: [4, ^5]",
          "sweep.model.transformer.n_heads[1]", "n_heads (5) must divide d_model (32)"),
     Case("sequence-length-via-sweep", edit(SWEEP_LAYER, "  data.random_tokens.length: [8, 17]\n"),
-         "length: [8, ^17]", "sweep.data.random_tokens.length[1]", "sequences of length 17 exceed",
-         bug="plan._check_tokens reports the n_ctx problem at path ('data',), which is not under the swept "
-             "path data.random_tokens.length, so plan._locate places it at `data:` (line 6) instead of the "
-             "sweep value"),
+         "length: [8, ^17]", "sweep.data.random_tokens.length[1]", "sequences of length 17 exceed"),
     Case("dim-name-clashes-with-status-variable",
          edit(SWEEP_LAYER, SWEEP_LAYER + "  seed: {values: [0, 1], name: status}\n"),
-         "seed: ^{values", "sweep.seed", "reserved",
-         bug="RESERVED_DIMS (runner/spec/sweep.py) lacks the result's own variable names: validate accepts a dim "
-             "named 'status', then `runner run` writes results/ and dies with an IndexError traceback"),
+         "^seed: {values", "sweep.seed", "clashes with a variable of every result"),
     Case("dim-name-clashes-with-metric-variable",
          edit(SWEEP_LAYER, SWEEP_LAYER + "  seed: {values: [0, 1], name: logits}\n"),
-         "seed: ^{values", "sweep.seed", "reserved",
-         bug="RESERVED_DIMS (runner/spec/sweep.py) lacks metric names: validate accepts a dim named 'logits', "
-             "and `runner run` exits 0 with a result.nc whose logits data variable is silently missing"),
+         "^seed: {values", "sweep.seed", "clashes with a variable"),
     # ------------------------------------------------------------ metrics
     Case("unknown-metric", edit("metrics: [logits]", "metrics: [logits, klx]"), "[logits, ^klx]", "metrics[1]",
          ("unknown metric 'klx'", "did you mean 'kl'?")),
@@ -264,9 +255,7 @@ CASES = [
     Case("logit-diff-one-token", edit("metrics: [logits]", "metrics: [{logit_diff: {tokens: [1]}}]"),
          "tokens: ^[1]", "metrics[0].logit_diff.tokens", "at least 2 items"),
     Case("metric-listed-twice", edit("metrics: [logits]", "metrics: [logits, logits]"), "metrics: [logits, logits]",
-         "metrics", "metric 'logits' is listed twice",
-         bug="Spec._unique_metrics is a model-level validator, so its error has an empty loc and is printed at "
-             "spec.yaml:1:1 with no path instead of at metrics"),
+         "metrics", "metric 'logits' is listed twice"),
     # ------------------------------------------------------------ execution
     Case("unknown-executor", edit("executor: local", "executor: slurm"), "executor: ^slurm", "execution.executor",
          "expected 'local' or 'ray', got 'slurm'"),
@@ -275,9 +264,7 @@ CASES = [
     Case("cpus-per-task-zero", edit("{executor: local}", "{executor: local, cpus_per_task: 0}"),
          "cpus_per_task: ^0", "execution.cpus_per_task", "greater than or equal to 1"),
     # ------------------------------------------------------------ odd keys
-    Case("null-key", edit("seed: 0\n", "seed: 0\n~: 2\n"), "^~: 2", None, "Keys should be strings, got None",
-         bug="a null key at top level is reported at spec.yaml:1:1 (pydantic's loc for it is (None, '[key]'), "
-             "which data_path cannot follow) instead of at its own line"),
+    Case("null-key", edit("seed: 0\n", "seed: 0\n~: 2\n"), "^~: 2", None, "keys must be strings, got None"),
 ]
 
 

@@ -7,6 +7,7 @@ a task asking for a GPU that no node has would otherwise wait forever.
 from __future__ import annotations
 
 import logging
+import socket
 from typing import Any, Iterator
 
 from runner.errors import RunnerError
@@ -16,6 +17,21 @@ def _run_task_remote(task: Any) -> Any:
     from runner.execute.task import run_task  # imported once per worker process
 
     return run_task(task)
+
+
+def _check_reachable(address: str | None, timeout: float = 5.0) -> None:
+    """Refuse at once an address nothing listens on (ray.init would retry for minutes)."""
+    if not address or address in ("auto", "local"):
+        return
+    hostport = address.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    if not port.isdigit():
+        raise RunnerError(f"Ray address {address!r} is not of the form HOST:PORT (or ray://HOST:PORT, or auto)")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise RunnerError(f"cannot reach a Ray cluster at {address}: {exc.strerror or exc}",
+                          hint="Start one with `ray start --head`, fix --address, or leave it out to start a local Ray.") from None
 
 
 class RayExecutor:
@@ -30,6 +46,7 @@ class RayExecutor:
         import ray
 
         if not ray.is_initialized():
+            _check_reachable(self.address)
             try:
                 ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
                          logging_level=logging.ERROR, configure_logging=True)

@@ -17,7 +17,6 @@ from pydantic import (
     Field,
     Tag,
     field_validator,
-    model_validator,
 )
 
 SLUG = r"^[a-z0-9][a-z0-9_-]*$"
@@ -242,10 +241,11 @@ class Spec(Strict):
             raise ValueError("a name is a slug: lowercase letters, digits, '-' and '_', starting with a letter or digit")
         return name
 
-    @model_validator(mode="after")
-    def _unique_metrics(self) -> "Spec":
-        kinds = [m.kind for m in self.metrics]
+    @field_validator("metrics")
+    @classmethod
+    def _unique_metrics(cls, metrics: list[Any]) -> list[Any]:
+        kinds = [m.kind for m in metrics]
         dupes = sorted({k for k in kinds if kinds.count(k) > 1})
         if dupes:
             raise ValueError(f"metric {dupes[0]!r} is listed twice")
-        return self
+        return metrics

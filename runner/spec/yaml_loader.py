@@ -96,6 +96,9 @@ def _build(node: yaml.Node, path: Path, loader: yaml.SafeLoader, out: Located) -
                 raise RunnerError(Problem("only plain keys are allowed (no merge keys or complex keys)", out.file, line, col, dotted(path)))
             key = _build(key_node, path + ("<key>",), loader, out)
             out.values.pop(path + ("<key>",), None)
+            if not isinstance(key, str):
+                line, col = key_node.start_mark.line + 1, key_node.start_mark.column + 1
+                raise RunnerError(Problem(f"keys must be strings, got {key!r}", out.file, line, col, dotted(path)))
             if key in result:
                 line, col = key_node.start_mark.line + 1, key_node.start_mark.column + 1
                 raise RunnerError(Problem(f"duplicate key {key!r}", out.file, line, col, dotted(path + (key,))))
