@@ -39,14 +39,42 @@ def load(x: str | Path) -> Any:
 
 
 def load_model(x: str | Path) -> Any:
-    """The TransformerLens model a spec's ``model:`` names, ready for hooks.
+    """The model a spec path names, or the agent in a checkpoint folder, ready for hooks.
+
+    A token model is a TransformerLens ``TransformerBridge``; an agent has
+    ``run_with_hooks``/``run_with_cache`` over its inputs and its bridge as ``.body``.
 
     >>> model = runner.load_model("specs/quickstart.yaml")          # doctest: +SKIP
     >>> logits = model.run_with_hooks(tokens, fwd_hooks=[...])        # doctest: +SKIP
+    >>> agent = runner.load_model("results/train-bc/models/seed=0")  # doctest: +SKIP
     """
     from runner.models import get_model
+    from runner.models.checkpoint import CheckpointError, load_agent
 
-    return get_model(load_spec(x).spec.model)
+    if Path(x).is_dir():
+        try:
+            return load_agent(x)
+        except CheckpointError as exc:
+            raise RunnerError(str(exc)) from None
+    spec = load_spec(x).spec
+    if spec.kind == "train":
+        raise RunnerError(f"{x} is a train spec: load one of its checkpoints, results/{spec.name}/models/<point>")
+    try:
+        return get_model(spec.model)
+    except (CheckpointError, FileNotFoundError) as exc:
+        raise RunnerError(str(exc)) from None
 
 
-__all__ = ["RunnerError", "compile_plan", "load", "load_model", "load_spec", "run", "__version__"]
+def load_policy(path: str | Path, target_return: float | None = None) -> Any:
+    """An agent that plays MiniGrid: ``reset()`` then ``act(obs, reward=0.0) -> action`` each step.
+
+    >>> policy = runner.load_policy("results/train-bc/models/seed=0")    # doctest: +SKIP
+    >>> obs, _ = env.reset(seed=7); policy.reset()                        # doctest: +SKIP
+    >>> action = policy.act(obs)                                          # doctest: +SKIP
+    """
+    from runner.models.windows import Policy
+
+    return Policy(load_model(path), target_return)
+
+
+__all__ = ["RunnerError", "compile_plan", "load", "load_model", "load_policy", "load_spec", "run", "__version__"]

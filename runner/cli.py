@@ -75,9 +75,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from runner.spec.models import Spec
+    from pydantic import TypeAdapter
 
-    print(json.dumps(Spec.model_json_schema(), indent=2))
+    from runner.spec.models import Spec, TrainSpec
+
+    schema = TypeAdapter(Spec | TrainSpec).json_schema()
+    schema.update({"title": "runner spec", "description": "A runner experiment spec: kind intervene (default) or train."})
+    print(json.dumps(schema, indent=2))
     return 0
 
 

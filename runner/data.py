@@ -1,12 +1,13 @@
-"""Data sources -> model inputs (token id tensors)."""
+"""Data sources -> model inputs: token id tensors, or agent windows over trajectories."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from runner.spec.models import TokensData
+from runner.spec.models import FileData, TokensData, TrajectoryData
 
 
 def make_tokens(data: Any, d_vocab: int, default_seed: int, device: str = "cpu") -> torch.Tensor:
@@ -18,3 +19,24 @@ def make_tokens(data: Any, d_vocab: int, default_seed: int, device: str = "cpu")
         rng = np.random.default_rng(default_seed if opts.seed is None else opts.seed)
         array = rng.integers(0, d_vocab, size=(opts.batch, opts.length), dtype=np.int64)
     return torch.from_numpy(array).to(device)
+
+
+def make_inputs(data: Any, model: Any, dims: Any, base_dir: str | Path, default_seed: int, device: str = "cpu") -> Any:
+    """What ``model`` reads for a data source: token ids, or one agent window ending at every step."""
+    if isinstance(data, (TrajectoryData, FileData)):
+        from runner.models.windows import windows
+        from runner.train import load_trajectories
+
+        traj = load_trajectories(data, base_dir, default_seed)
+        return windows(traj, np.arange(len(traj.actions)), model.config).to(device)
+    return make_tokens(data, dims.d_vocab, default_seed, device)
+
+
+def batch_size(inputs: Any) -> int:
+    """Samples in a batch of inputs of either kind."""
+    return inputs.shape[0] if isinstance(inputs, torch.Tensor) else len(inputs)
+
+
+def repeat_rows(inputs: Any, n: int) -> Any:
+    """The batch stacked ``n`` times along its first dim (one copy per folded grid point)."""
+    return inputs.repeat(n, 1) if isinstance(inputs, torch.Tensor) else inputs.repeat(n)

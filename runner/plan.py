@@ -21,7 +21,8 @@ from runner.errors import Problem, RunnerError
 from runner.sites import HEAD_HOOKS, Dims, SiteError, position_indices, resolve_site
 from runner.spec import LoadedSpec, content_id, load_spec
 from runner.spec.check import problems_from
-from runner.spec.models import Spec, TokensData, TransformerModel
+from runner.spec.models import (CheckpointModel, FileData, RunModel, Spec, TokensData, TrainSpec, TrajectoryData,
+                                 TransformerModel)
 from runner.spec.sweep import value_place
 from runner.spec.yaml_loader import Located, dotted
 
@@ -29,6 +30,11 @@ IDENTITY_EXCLUDES = {"execution", "description", "sweep"}
 METRIC_DIMS = {"logits": ("sample", "vocab"), "probs": ("sample", "vocab"), "logit_diff": ("sample",), "kl": ("sample",)}
 METRIC_VARIABLES = {"logits": ("logits",), "probs": ("probs",), "logit_diff": ("logit_diff",), "kl": ("kl",)}
 RESULT_VARIABLES = ("status", "error", "point_id")
+METRIC_DIMS |= {"action_logits": ("sample", "action"), "action_probs": ("sample", "action")}
+METRIC_VARIABLES |= {"action_logits": ("action_logits",), "action_probs": ("action_probs",)}
+AGENT_METRICS = ("action_logits", "action_probs")
+TOKEN_METRICS = ("logits", "probs", "logit_diff")
+TRAIN_DIMS = ("step", "episode", "loss", "success", "return", "episode_length")
 
 
 @dataclass(frozen=True)
@@ -109,18 +115,23 @@ def compile_plan(spec: str | Path | LoadedSpec, *, out: str | Path | None = None
     """
     loaded = spec if isinstance(spec, LoadedSpec) else load_spec(spec)
     base = Path(base_dir or os.getcwd()).resolve()
-    axes = loaded.axes
-    shape = tuple(len(a) for a in axes)
     _check_dim_names(loaded)
+    run_axes, run_folders = _run_axes(loaded, base) if isinstance(loaded.spec.model, RunModel) else ([], [])
+    axes = tuple(run_axes) + loaded.axes
+    run_shape = tuple(len(a) for a in run_axes)
+    shape = tuple(len(a) for a in axes)
     coords = {m.name: (a.dim, list(m.values)) for a in axes for m in a.members}
     points, problems = [], []
     for index, choice in enumerate(itertools.product(*(range(n) for n in shape))):
-        assignments = {m.path: m.values[i] for a, i in zip(axes, choice) for m in a.members}
+        assignments = {m.path: m.values[i] for a, i in zip(axes, choice) for m in a.members if m.path}
+        if run_axes:
+            folder = run_folders[int(np.ravel_multi_index(choice[: len(run_axes)], run_shape))]
+            assignments[("model",)] = {"checkpoint": str(folder)}
         point_coords = {m.name: m.values[i] for a, i in zip(axes, choice) for m in a.members}
         try:
-            point_spec = Spec.model_validate(loaded.point_data(assignments))
+            point_spec = loaded.cls.model_validate(loaded.point_data(assignments))
         except ValidationError as exc:  # a combination of valid values that is invalid as a whole
-            problems += [_at_point(p, point_coords) for p in problems_from(exc, loaded.located, Spec)]
+            problems += [_at_point(p, point_coords) for p in problems_from(exc, loaded.located, loaded.cls)]
             continue
         for path, message in check_point(point_spec, base):
             problems.append(_locate(loaded, axes, choice, path, message, point_coords))
@@ -131,18 +142,57 @@ def compile_plan(spec: str | Path | LoadedSpec, *, out: str | Path | None = None
         raise RunnerError(_unique(problems))
     run_id = run_id_of(loaded)
     ppt = loaded.spec.execution.points_per_task
-    if ppt == "auto":
-        ppt = max(1, min(32, math.ceil(len(points) / 8)))
+    if ppt == "auto":  # a train point is a whole training run: one per task
+        ppt = 1 if isinstance(loaded.spec, TrainSpec) else max(1, min(32, math.ceil(len(points) / 8)))
     out_dir = Path(out).resolve() if out else base / "results" / loaded.spec.name
     plan = Plan(loaded, run_id, [a.dim for a in axes], shape, coords, points, ppt, out_dir, base)
     plan.tasks = plan.chunk(points)
     return plan
 
 
+def point_folder(point: Point) -> str:
+    """The name of a train point's model folder: its coordinates, ``n_layers=2,seed=0``."""
+    if not point.coords:
+        return "model"
+    return ",".join(f"{k}={v}" for k, v in point.coords.items()).replace("/", "_").replace(" ", "")
+
+
+def _run_axes(loaded: LoadedSpec, base: Path) -> tuple[list[Any], list[Path]]:
+    """The train run's grid as axes of this spec, and the model folder of each of its points."""
+    from runner.spec.sweep import Axis, Member
+
+    run = loaded.spec.model.run
+    folder = base / "results" / run
+    if not (folder / "spec.yaml").is_file():
+        raise RunnerError(loaded.located.problem(("model", "run"), f"no train run {run!r}: {folder / 'spec.yaml'} does not exist"),
+                          hint=f"Run its train spec first (runner run SPEC writes results/{run}/).")
+    train = compile_plan(folder / "spec.yaml", out=folder, base_dir=base)
+    if not isinstance(train.spec, TrainSpec):
+        raise RunnerError(loaded.located.problem(("model", "run"), f"results/{run} is not a train run (kind {train.spec.kind})"))
+    folders = [folder / "models" / point_folder(p) for p in train.points]
+    missing = [f for f in folders if not (f / "model.safetensors").is_file()]
+    if missing:
+        raise RunnerError(loaded.located.problem(
+            ("model", "run"), f"train run {run!r} is unfinished: {len(missing)} of {len(folders)} models missing "
+                              f"(first: {missing[0]})"), hint=f"Rerun its train spec to finish it.")
+    own = {m.name for a in loaded.axes for m in a.members}
+    for axis in train.loaded.axes:
+        for m in axis.members:
+            if m.name in own:
+                raise RunnerError(loaded.located.problem(("sweep",), f"dim {m.name!r} is already a dim of train run "
+                                                                     f"{run!r}; rename this spec's axis with name:"))
+    axes = [Axis(a.dim, tuple(Member(m.key, (), m.name, m.values, ("model", "run")) for m in a.members))
+            for a in train.loaded.axes]
+    return axes, folders
+
+
 def _check_dim_names(loaded: LoadedSpec) -> None:
     """A sweep dim may not share its name with a dim or variable of the result."""
-    taken = {d: f"a dim of metric {m.kind!r}" for m in loaded.spec.metrics for d in METRIC_DIMS[m.kind]}
-    taken |= {v: f"a variable of metric {m.kind!r}" for m in loaded.spec.metrics for v in METRIC_VARIABLES[m.kind]}
+    metrics = getattr(loaded.spec, "metrics", [])
+    taken = {d: f"a dim of metric {m.kind!r}" for m in metrics for d in METRIC_DIMS[m.kind]}
+    taken |= {v: f"a variable of metric {m.kind!r}" for m in metrics for v in METRIC_VARIABLES[m.kind]}
+    if isinstance(loaded.spec, TrainSpec):
+        taken |= {d: "a dim of train results" for d in TRAIN_DIMS}
     taken |= {v: "a variable of every result" for v in RESULT_VARIABLES}
     for axis in loaded.axes:
         for member in axis.members:
@@ -175,7 +225,7 @@ def _locate(loaded: LoadedSpec, axes: Any, choice: tuple[int, ...], path: tuple,
     located: Located = loaded.located
     for axis, i in zip(axes, choice):
         for member in axis.members:
-            if path[: len(member.path)] == member.path:
+            if member.path and path[: len(member.path)] == member.path:
                 place = value_place(located, member, i)
                 line, col = located.where(place)
                 return Problem(f"sweep value {member.values[i]!r} for {member.key!r}: {message}",
@@ -185,34 +235,64 @@ def _locate(loaded: LoadedSpec, axes: Any, choice: tuple[int, ...], path: tuple,
 
 # ---------------------------------------------------------------- model-dependent checks
 
-def model_dims(spec: Spec) -> Dims:
+def model_dims(spec: Spec, base_dir: Path | str = ".") -> Dims:
     """The sizes of the spec's model, read from its config without building it."""
     source = spec.model
     if isinstance(source, TransformerModel):
         c = source.transformer
         d_head = c.d_head or (c.d_model // c.n_heads)
         return Dims(c.n_layers, c.d_model, c.n_heads, d_head, c.d_mlp or 4 * c.d_model, c.d_vocab, c.n_ctx)
+    if isinstance(source, CheckpointModel):
+        from runner.models.checkpoint import read_config
+
+        c = read_config(resolve_path(source.checkpoint, base_dir))["config"]
+        tokens_per_step = 3 if c["architecture"] == "decision_transformer" else 2
+        n_ctx = c["mission_length"] + tokens_per_step * c["context"] - 1
+        return Dims(c["n_layers"], c["d_model"], c["n_heads"], c["d_model"] // c["n_heads"],
+                    c.get("d_mlp") or 4 * c["d_model"], 7, n_ctx)
     raise TypeError(f"unknown model source {type(source).__name__}")
 
 
-def data_shape(data: Any, spec: Spec) -> tuple[int, int]:
-    """(batch, length) of a token data source."""
+def is_agent(spec: Spec) -> bool:
+    """Whether the spec's model is a gridworld agent (a checkpoint) rather than a token model."""
+    return isinstance(spec.model, CheckpointModel)
+
+
+def data_shape(data: Any, spec: Spec, dims: Dims | None = None) -> tuple[int | None, int]:
+    """(batch, length) of the model's input; agents read windows of their own n_ctx."""
     if isinstance(data, TokensData):
         return len(data.tokens), len(data.tokens[0])
+    if isinstance(data, (TrajectoryData, FileData)):
+        return None, (dims or model_dims(spec)).n_ctx
     return data.random_tokens.batch, data.random_tokens.length
 
 
-def check_point(spec: Spec, base_dir: Path) -> Iterator[tuple[tuple, str]]:
+def check_point(spec: Any, base_dir: Path) -> Iterator[tuple[tuple, str]]:
     """Yield (spec path, message) for every model-dependent problem of one resolved point."""
+    if isinstance(spec, TrainSpec):
+        yield from _check_agent_data(spec.data, ("data",), base_dir, spec.seed)
+        return
     if isinstance(spec.model, TransformerModel):
         c = spec.model.transformer
         if c.d_head is None and c.d_model % c.n_heads:
             yield ("model", "transformer", "n_heads"), (
                 f"n_heads ({c.n_heads}) must divide d_model ({c.d_model}), or give d_head")
             return
-    dims = model_dims(spec)
-    yield from _check_tokens(spec.data, ("data",), dims, spec)
-    _, length = data_shape(spec.data, spec)
+    try:
+        dims = model_dims(spec, base_dir)
+    except ValueError as exc:  # a missing or corrupt checkpoint
+        yield ("model", "checkpoint"), str(exc)
+        return
+    agent_data = isinstance(spec.data, (TrajectoryData, FileData))
+    if is_agent(spec) != agent_data:
+        yield ("data",), ("an agent reads trajectories (data: {trajectories: ...} or {file: ...npz})" if is_agent(spec)
+                          else "a token model reads tokens (data: {tokens: ...} or {random_tokens: ...})")
+        return
+    if agent_data:
+        yield from _check_agent_data(spec.data, ("data",), base_dir, spec.seed)
+    else:
+        yield from _check_tokens(spec.data, ("data",), dims, spec)
+    _, length = data_shape(spec.data, spec, dims)
     iv = spec.intervention
     if iv is not None:
         try:
@@ -231,9 +311,33 @@ def check_point(spec: Spec, base_dir: Path) -> Iterator[tuple[tuple, str]]:
             yield ("intervention", "position"), str(exc)
         yield from _check_vector(iv, site, dims, base_dir, spec)
     for i, metric in enumerate(spec.metrics):
+        if metric.kind in AGENT_METRICS and not is_agent(spec):
+            yield ("metrics", i), f"metric {metric.kind!r} measures agents; a token model has logits, probs, logit_diff, kl"
+        if metric.kind in TOKEN_METRICS and is_agent(spec):
+            yield ("metrics", i), f"metric {metric.kind!r} measures token models; an agent has action_logits, action_probs, kl"
         for t in getattr(metric, "tokens", []):
             if t >= dims.d_vocab:
                 yield ("metrics", i), f"token id {t} is out of range for d_vocab {dims.d_vocab}"
+
+
+def _check_agent_data(data: Any, path: tuple, base_dir: Path, seed: int) -> Iterator[tuple[tuple, str]]:
+    if isinstance(data, TrajectoryData):
+        from runner.envs.trajectories import check_env
+
+        message = check_env(data.trajectories.env, data.trajectories.policy)
+        if message:
+            yield path + ("trajectories", "env"), message
+    else:
+        file = resolve_path(data.file, base_dir)
+        if not file.is_file():
+            yield path + ("file",), f"trajectory file not found: {file}"
+            return
+        from runner.envs.trajectories import Trajectories
+
+        try:
+            Trajectories.load_npz(file)
+        except ValueError as exc:
+            yield path + ("file",), str(exc)
 
 
 def _check_tokens(data: Any, path: tuple, dims: Dims, spec: Spec) -> Iterator[tuple[tuple, str]]:

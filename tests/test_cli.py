@@ -42,9 +42,11 @@ def test_validate_many_specs_reports_each(project):
 def test_schema_is_json_schema_with_descriptions(project):
     done = cli("schema", cwd=project)
     schema = json.loads(done.stdout)
-    assert schema["additionalProperties"] is False
-    assert {"name", "model", "data", "intervention", "sweep", "metrics", "execution"} <= set(schema["properties"])
-    assert "description" in schema["properties"]["sweep"]
+    intervene, train = schema["$defs"]["Spec"], schema["$defs"]["TrainSpec"]
+    assert intervene["additionalProperties"] is False and train["additionalProperties"] is False
+    assert {"name", "model", "data", "intervention", "sweep", "metrics", "execution"} <= set(intervene["properties"])
+    assert {"name", "model", "data", "train", "eval", "sweep", "execution"} <= set(train["properties"])
+    assert "description" in intervene["properties"]["sweep"]
     assert "Steer" in schema["$defs"] and "description" in schema["$defs"]["Steer"]["properties"]["coefficient"]
 
 

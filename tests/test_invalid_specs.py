@@ -120,8 +120,8 @@ CASES = [
          "did you mean 'steer'?"),
     Case("name-not-a-slug", edit("name: base", "name: My Run"), "name: ^My Run", "name", "a name is a slug"),
     # ------------------------------------------------------------ model
-    Case("unknown-model-source", edit("  transformer: {", "  transformerr: {"), "^transformerr",
-         "model.transformerr", "unknown key 'transformerr' (did you mean 'transformer'?)"),
+    Case("unknown-model-source", edit("  transformer: {", "  transformerr: {"), "  ^transformerr",
+         "model", "unknown key 'transformerr' (did you mean 'transformer'?)"),
     Case("n-heads-not-dividing-d-model", edit("n_heads: 4", "n_heads: 5"), "n_heads: ^5",
          "model.transformer.n_heads", "n_heads (5) must divide d_model (32)"),
     Case("d-vocab-too-small", edit("d_vocab: 20", "d_vocab: 1"), "d_vocab: ^1", "model.transformer.d_vocab",

@@ -9,13 +9,21 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from runner.errors import RunnerError
 from runner.execute.progress import Progress
 from runner.plan import Plan, Point
 from runner.results.store import RunFolder, write_netcdf
+
+
+@dataclass
+class TaskResult:
+    """What a task sends back: its shard dataset and files for the run folder (model checkpoints)."""
+
+    dataset: Any
+    files: dict[str, bytes] = field(default_factory=dict)
 
 
 @dataclass
@@ -58,9 +66,10 @@ def execute(plan: Plan, *, executor: str | None = None, address: str | None = No
             log(f"resuming {folder.root}: {resumed} of {len(plan.points)} points already done")
         log(f"running {len(remaining)} points in {len(tasks)} tasks on {ex.describe()}")
         progress = Progress(len(remaining))
-        for task, ds in ex.map(tasks):
-            folder.write_shard(task.id, ds)
-            progress.update(len(task.points), int((ds["status"].values != "ok").sum()))
+        for task, result in ex.map(tasks):
+            folder.write_files(result.files)  # before the shard: a finished shard implies its files exist
+            folder.write_shard(task.id, result.dataset)
+            progress.update(len(task.points), int((result.dataset["status"].values != "ok").sum()))
     from runner.results.merge import merge
 
     dataset = merge(folder.shards(), plan, kind)
@@ -72,17 +81,17 @@ def execute(plan: Plan, *, executor: str | None = None, address: str | None = No
     return Outcome(dataset, folder, failed, resumed)
 
 
-def failed_dataset(task: Any, message: str) -> Any:
+def failed_result(task: Any, message: str) -> Any:
     """A shard recording every point of a task as failed (the worker itself died)."""
     import numpy as np
     import xarray as xr
 
     n = len(task.points)
-    return xr.Dataset(
+    return TaskResult(xr.Dataset(
         {
             "status": (("point",), np.array(["failed"] * n, dtype=object)),
             "error": (("point",), np.array([message] * n, dtype=object)),
             "point_id": (("point",), np.array([p.id for p in task.points], dtype=object)),
         },
         coords={"point": np.array([p.index for p in task.points], dtype=np.int64)},
-    )
+    ))

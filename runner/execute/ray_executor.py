@@ -90,7 +90,7 @@ class RayExecutor:
     def map(self, tasks: list) -> Iterator[tuple[Any, Any]]:
         import ray
 
-        from runner.execute import failed_dataset
+        from runner.execute import failed_result
 
         ex = self.execution
         remote = ray.remote(_run_task_remote).options(
@@ -104,7 +104,7 @@ class RayExecutor:
                     try:
                         yield task, ray.get(ref)
                     except ray.exceptions.RayError as exc:
-                        yield task, failed_dataset(task, f"Ray task failed: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+                        yield task, failed_result(task, f"Ray task failed: {type(exc).__name__}: {str(exc).splitlines()[0]}")
         finally:
             for ref in pending:
                 ray.cancel(ref, force=True)

@@ -20,11 +20,13 @@ import torch
 import xarray as xr
 
 from runner import interventions, metrics
-from runner.data import make_tokens
+from runner.data import batch_size, make_inputs, repeat_rows
+from runner.envs import ACTIONS
+from runner.execute import TaskResult
 from runner.models import get_model, pick_device
-from runner.plan import Point, Task, data_shape, model_dims
+from runner.plan import Point, Task, model_dims, point_folder
 from runner.sites import Dims
-from runner.spec import content_id
+from runner.spec import TrainSpec, content_id
 
 MAX_ROWS = 4096  # rows of one folded forward pass
 
@@ -34,7 +36,7 @@ class Context:
     """What the points of one (model, data) group share: the model, inputs and clean pass."""
 
     model: Any
-    tokens: torch.Tensor
+    inputs: Any                # token ids [batch, length], or AgentInputs windows
     dims: Dims
     base_dir: str
     device: str
@@ -44,12 +46,16 @@ class Context:
 
     @property
     def length(self) -> int:
-        return self.tokens.shape[1]
+        return self.dims.n_ctx if not isinstance(self.inputs, torch.Tensor) else self.inputs.shape[1]
+
+    @property
+    def batch(self) -> int:
+        return batch_size(self.inputs)
 
     def clean(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Last-position logits and the cached activations at the group's sites, unintervened."""
         if self._clean is None:
-            logits, cache = self.model.run_with_cache(self.tokens, names_filter=lambda n: n in self.sites)
+            logits, cache = self.model.run_with_cache(self.inputs, names_filter=lambda n: n in self.sites)
             self._clean = logits[:, -1], {k: cache[k] for k in self.sites}
         return self._clean
 
@@ -58,20 +64,40 @@ class Context:
 
     def activation_of(self, data: Any, site: str) -> torch.Tensor:
         """The activation at ``site`` for another data source (contrast vectors)."""
-        tokens = make_tokens(data, self.dims.d_vocab, self.spec_seed, self.device)
-        _, cache = self.model.run_with_cache(tokens, names_filter=lambda n: n == site)
+        inputs = make_inputs(data, self.model, self.dims, self.base_dir, self.spec_seed, self.device)
+        _, cache = self.model.run_with_cache(inputs, names_filter=lambda n: n == site)
         return cache[site]
 
 
-def run_task(task: Task) -> xr.Dataset:
+def run_task(task: Task) -> TaskResult:
     """Run every point of a task; returns a Dataset over dim ``point`` with status and error."""
     torch.set_num_threads(task.threads)
     device = pick_device(task.gpus)
-    records: dict[int, dict[str, Any] | str] = {}
-    with torch.inference_mode():
-        for group in _groups(task.points):
-            _run_group(group, task, device, records)
-    return _assemble(task, records, device)
+    records: dict[int, xr.Dataset | str] = {}
+    files: dict[str, bytes] = {}
+    if isinstance(task.points[0].spec, TrainSpec):
+        for point in task.points:
+            _train(point, task, device, records, files)
+    else:
+        with torch.inference_mode():
+            for group in _groups(task.points):
+                _run_group(group, task, device, records)
+    return TaskResult(_assemble(task, records, device), files)
+
+
+def _train(point: Point, task: Task, device: str, records: dict, files: dict) -> None:
+    from runner.models.checkpoint import checkpoint_files
+    from runner.train import train_point
+
+    try:
+        ds, agent = train_point(point.spec, point.seed, task.base_dir, device)
+        checkpoint = checkpoint_files(agent)
+    except Exception:
+        records[point.index] = _error()
+        return
+    records[point.index] = ds
+    for name, data in checkpoint.items():
+        files[f"models/{point_folder(point)}/{name}"] = data
 
 
 def _groups(points: tuple[Point, ...]) -> list[list[Point]]:
@@ -86,12 +112,12 @@ def _groups(points: tuple[Point, ...]) -> list[list[Point]]:
 def _run_group(points: list[Point], task: Task, device: str, records: dict) -> None:
     try:
         spec = points[0].spec
-        dims = model_dims(spec)
-        model = get_model(spec.model, device)
-        tokens = make_tokens(spec.data, dims.d_vocab, spec.seed, device)
+        dims = model_dims(spec, task.base_dir)
+        model = get_model(spec.model, device, task.base_dir)
+        inputs = make_inputs(spec.data, model, dims, task.base_dir, spec.seed, device)
         sites = {s for p in points for s in interventions.sites(p.spec.intervention, dims)}
         sites |= {f"blocks.{layer}.hook_resid_pre" for s in sites if (layer := _block_of(s)) is not None}
-        ctx = Context(model, tokens, dims, task.base_dir, device, spec.seed, sites)
+        ctx = Context(model, inputs, dims, task.base_dir, device, spec.seed, sites)
         clean = ctx.clean()[0]
     except Exception:  # the group cannot start: every point in it fails with the same message
         for p in points:
@@ -105,14 +131,14 @@ def _run_group(points: list[Point], task: Task, device: str, records: dict) -> N
             records[p.index] = _error()
     for p, out in _forward(ctx, prepared, clean, records):
         try:
-            records[p.index] = metrics.measure(p.spec.metrics, clean, out)
+            records[p.index] = _metric_dataset(metrics.measure(p.spec.metrics, clean, out))
         except Exception:
             records[p.index] = _error()
 
 
 def _forward(ctx: Context, prepared: list, clean: torch.Tensor, records: dict):
     """Yield (point, last-position logits) for prepared points, folding them into few passes."""
-    batch = ctx.tokens.shape[0]
+    batch = ctx.batch
     per_pass = max(1, MAX_ROWS // batch)
     plain = [(p, e) for p, e in prepared if not e]
     by_start: dict[int | None, list] = defaultdict(list)
@@ -154,7 +180,7 @@ def _first_block(edits: list) -> int | None:
 
 def _folded_pass(ctx: Context, chunk: list) -> list[torch.Tensor]:
     """Last-position logits of each point in ``chunk``, from one forward over their stacked rows."""
-    batch = ctx.tokens.shape[0]
+    batch = ctx.batch
     by_site: dict[str, list] = defaultdict(list)
     for j, (_, edits) in enumerate(chunk):
         for site, fn in edits:
@@ -171,7 +197,7 @@ def _folded_pass(ctx: Context, chunk: list) -> list[torch.Tensor]:
     hooks = [(s, make_hook(e)) for s, e in by_site.items()]
     start = _first_block(chunk[0][1])
     if start is None:
-        logits = ctx.model.run_with_hooks(ctx.tokens.repeat(len(chunk), 1), fwd_hooks=hooks)[:, -1]
+        logits = ctx.model.run_with_hooks(repeat_rows(ctx.inputs, len(chunk)), fwd_hooks=hooks)[:, -1]
     else:
         resid = ctx.clean_activation(f"blocks.{start}.hook_resid_pre").repeat(len(chunk), 1, 1)
         with ctx.model.hooks(fwd_hooks=hooks):
@@ -198,25 +224,27 @@ def _error() -> str:
     return f"{exc[-1]} [{last_frame}]" if last_frame else exc[-1]
 
 
+def _metric_dataset(result: dict[str, tuple]) -> xr.Dataset:
+    """Metric arrays as a Dataset with labelled inner dims (actions by name)."""
+    ds = xr.Dataset({name: xr.Variable(dims, values, attrs) for name, (dims, values, attrs) in result.items()})
+    for dim, size in ds.sizes.items():
+        ds = ds.assign_coords({dim: np.array(ACTIONS, dtype=object) if dim == "action" else np.arange(size)})
+    return ds
+
+
 def _assemble(task: Task, records: dict[int, Any], device: str) -> xr.Dataset:
+    """One Dataset over ``point``: each point's variables (NaN for failed points), status and error."""
     indices = [p.index for p in task.points]
     ok = [r for r in records.values() if not isinstance(r, str)]
-    data_vars: dict[str, Any] = {}
-    if ok:
-        for name, (dims, template, attrs) in ok[0].items():
-            stacked = np.full((len(indices),) + template.shape, np.nan, dtype=np.float64)
-            for i, idx in enumerate(indices):
-                if not isinstance(records[idx], str):
-                    stacked[i] = records[idx][name][1]
-            data_vars[name] = (("point",) + dims, stacked.astype(template.dtype if np.issubdtype(template.dtype, np.floating) else np.float64), attrs)
-    status = ["failed" if isinstance(records[i], str) else "ok" for i in indices]
-    error = [records[i] if isinstance(records[i], str) else "" for i in indices]
-    data_vars["status"] = (("point",), np.array(status, dtype=object))
-    data_vars["error"] = (("point",), np.array(error, dtype=object))
-    data_vars["point_id"] = (("point",), np.array([p.id for p in task.points], dtype=object))
-    ds = xr.Dataset(data_vars, coords={"point": np.array(indices, dtype=np.int64)})
-    for dim in ds.dims:
-        if dim != "point":
-            ds = ds.assign_coords({dim: np.arange(ds.sizes[dim])})
-    ds.attrs["device"] = device if device == "cpu" else torch.cuda.get_device_name()
+    parts = []
+    for idx in indices:
+        record = records[idx]
+        if isinstance(record, str):
+            record = xr.full_like(ok[0], np.nan, dtype=np.float64) if ok else xr.Dataset()
+        parts.append(record.expand_dims(point=[idx]))
+    ds = xr.concat(parts, dim="point") if ok else xr.Dataset(coords={"point": np.array(indices, dtype=np.int64)})
+    ds["status"] = ("point", np.array(["failed" if isinstance(records[i], str) else "ok" for i in indices], dtype=object))
+    ds["error"] = ("point", np.array([records[i] if isinstance(records[i], str) else "" for i in indices], dtype=object))
+    ds["point_id"] = ("point", np.array([p.id for p in task.points], dtype=object))
+    ds.attrs = {"device": device if device == "cpu" else torch.cuda.get_device_name()}
     return ds

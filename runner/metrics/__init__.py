@@ -34,11 +34,23 @@ def kl(metric: Any, clean: torch.Tensor, out: torch.Tensor) -> Result:
     return {"kl": (("sample",), _np(value), {"long_name": "KL(p_clean || p_intervened) at the last position", "units": "nats"})}
 
 
+def action_logits(metric: Any, clean: torch.Tensor, out: torch.Tensor) -> Result:
+    return {"action_logits": (("sample", "action"), _np(out), {"long_name": "logits of the current action"})}
+
+
+def action_probs(metric: Any, clean: torch.Tensor, out: torch.Tensor) -> Result:
+    return {"action_probs": (("sample", "action"), _np(torch.softmax(out, dim=-1)),
+                             {"long_name": "probability of the current action", "units": "1"})}
+
+
 def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().float().cpu().numpy()
 
 
-REGISTRY: dict[str, Callable[..., Result]] = {"logits": logits, "probs": probs, "logit_diff": logit_diff, "kl": kl}
+REGISTRY: dict[str, Callable[..., Result]] = {
+    "logits": logits, "probs": probs, "logit_diff": logit_diff, "kl": kl,
+    "action_logits": action_logits, "action_probs": action_probs,
+}
 
 
 def measure(metrics: list[Any], clean: torch.Tensor, out: torch.Tensor) -> Result:

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from runner.errors import Problem, RunnerError
 from runner.spec.check import allowed_keys, data_path, model_has_path, problems_from
-from runner.spec.models import Spec
+from runner.spec.models import SPEC_KINDS, Spec, SpecBase, TrainSpec
 from runner.spec.sweep import Axis, Member, parse_sweep, set_path, value_place
 from runner.spec.yaml_loader import Located, dotted, load_yaml
 
@@ -26,11 +26,15 @@ from runner.spec.yaml_loader import Located, dotted, load_yaml
 class LoadedSpec:
     """A validated spec together with its text, its file and its parsed sweep."""
 
-    spec: Spec
+    spec: Any                # a Spec (kind: intervene) or a TrainSpec (kind: train)
     text: str
     file: str
     located: Located
     axes: tuple[Axis, ...]
+
+    @property
+    def cls(self) -> type[SpecBase]:
+        return type(self.spec)
 
     def point_data(self, assignments: dict[tuple, Any]) -> dict:
         """The spec's raw data with the given path -> value assignments applied."""
@@ -57,41 +61,49 @@ def parse_spec(text: str, file: str = "<string>") -> LoadedSpec:
     located = load_yaml(text, file)
     if not isinstance(located.data, dict):
         raise RunnerError(located.problem((), "a spec is a mapping with keys name, model, data, ..."))
+    kind = located.data.get("kind", "intervene")
+    if kind not in SPEC_KINDS:
+        import difflib
+
+        close = difflib.get_close_matches(str(kind), list(SPEC_KINDS), n=1)
+        raise RunnerError(located.problem(("kind",), f"unknown spec kind {kind!r}; expected intervene or train"
+                                                     + (f" (did you mean {close[0]!r}?)" if close else "")))
+    cls = SPEC_KINDS[kind]
     try:
-        spec = Spec.model_validate(located.data)
+        spec = cls.model_validate(located.data)
     except ValidationError as exc:
-        raise RunnerError(problems_from(exc, located, Spec)) from None
+        raise RunnerError(problems_from(exc, located, cls)) from None
     axes = tuple(parse_sweep(located))
-    _check_axes(located, axes)
+    _check_axes(located, axes, cls)
     return LoadedSpec(spec, text, file, located, axes)
 
 
-def _check_axes(located: Located, axes: tuple[Axis, ...]) -> None:
+def _check_axes(located: Located, axes: tuple[Axis, ...], cls: type[SpecBase]) -> None:
     """Every sweep path exists in the schema and every swept value validates in place."""
     problems: list[Problem] = []
     for axis in axes:
         for member in axis.members:
-            if not model_has_path(Spec, member.path):
-                problems.append(_missing_path(located, member))
+            if not model_has_path(cls, member.path):
+                problems.append(_missing_path(located, member, cls))
                 continue
             for i, value in enumerate(member.values):
                 data = set_path(located.data, member.path, value)
                 try:
-                    Spec.model_validate(data)
+                    cls.model_validate(data)
                 except ValidationError as exc:
-                    problems += _value_problems(exc, located, member, i, data)
+                    problems += _value_problems(exc, located, member, i, data, cls)
     if problems:
         raise RunnerError(problems)
 
 
-def _missing_path(located: Located, member: Member) -> Problem:
+def _missing_path(located: Located, member: Member, cls: type[SpecBase]) -> Problem:
     prefix: tuple = ()
     for part in member.path:
-        if not model_has_path(Spec, prefix + (part,)):
+        if not model_has_path(cls, prefix + (part,)):
             break
         prefix += (part,)
     bad = member.path[len(prefix)]
-    choices = allowed_keys(Spec, prefix)
+    choices = allowed_keys(cls, prefix)
     import difflib
 
     close = difflib.get_close_matches(str(bad), choices, n=1, cutoff=0.6)
@@ -102,7 +114,8 @@ def _missing_path(located: Located, member: Member) -> Problem:
                    located.file, line, col, dotted(member.where))
 
 
-def _value_problems(exc: ValidationError, located: Located, member: Member, index: int, data: dict) -> list[Problem]:
+def _value_problems(exc: ValidationError, located: Located, member: Member, index: int, data: dict,
+                    cls: type[SpecBase]) -> list[Problem]:
     value = member.values[index]
     place = value_place(located, member, index)
     line, col = located.where(place)
@@ -111,7 +124,7 @@ def _value_problems(exc: ValidationError, located: Located, member: Member, inde
         if data_path(data, err["loc"])[: len(member.path)] != member.path:
             continue  # not about the swept value
         single = ValidationError.from_exception_data(exc.title, [err])  # reuse the message wording
-        (problem,) = problems_from(single, Located(data, located.file), Spec)[:1]
+        (problem,) = problems_from(single, Located(data, located.file), cls)[:1]
         message = f"sweep value {value!r} for {member.key!r}: {problem.message}"
         out.append(Problem(message, located.file, line, col, dotted(place)))
     return out
@@ -127,4 +140,4 @@ def content_id(obj: Any, length: int = 12) -> str:
     return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:length]
 
 
-__all__ = ["LoadedSpec", "Spec", "load_spec", "parse_spec", "canonical_json", "content_id", "Axis"]
+__all__ = ["LoadedSpec", "Spec", "TrainSpec", "load_spec", "parse_spec", "canonical_json", "content_id", "Axis"]

@@ -1,0 +1,106 @@
+"""Training behind ``kind: train`` specs, one grid point at a time, in the order it happens:
+collect demonstrations, build the agent, then loop (sample windows, step, log), evaluate, save.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import xarray as xr
+
+from runner.envs.trajectories import Trajectories, cached
+from runner.envs.rollout import rollout
+from runner.envs.vocab import tokenize
+from runner.models.agent import Agent, AgentConfig
+from runner.models.windows import AgentPolicy, windows
+from runner.spec.models import FileData, TrainSpec
+
+
+def load_trajectories(data: Any, base_dir: str | Path, default_seed: int) -> Trajectories:
+    """The demonstrations a data source names: generated once and cached, or read from an .npz."""
+    from runner.plan import resolve_path
+
+    if isinstance(data, FileData):
+        return Trajectories.load_npz(resolve_path(data.file, base_dir))
+    t = data.trajectories
+    return cached(t.env, t.policy, t.episodes, default_seed if t.seed is None else t.seed, t.max_steps, t.epsilon,
+                  cache_dir=Path(base_dir) / "results" / ".cache" / "trajectories")
+
+
+def agent_config(spec: TrainSpec, traj: Trajectories, point_seed: int) -> AgentConfig:
+    """The agent a train point builds, sized to its data (instruction length, episode length)."""
+    m = spec.model
+    mission_length = max(len(tokenize(str(x))) for x in traj.missions)
+    return AgentConfig(
+        architecture=m.architecture, n_layers=m.n_layers, d_model=m.d_model, n_heads=m.n_heads, context=m.context,
+        mission_length=mission_length, max_timestep=max(int(traj.episode_lengths.max()) + 1, 256),
+        env_id=traj.env_id, d_mlp=m.d_mlp, act_fn=m.act_fn,
+        init_seed=point_seed if m.init_seed is None else m.init_seed,
+    )
+
+
+def train_point(spec: TrainSpec, point_seed: int, base_dir: str, device: str = "cpu") -> tuple[xr.Dataset, Agent]:
+    """Train one agent; returns (loss over step and evaluation over episode, the trained agent)."""
+    torch.manual_seed(point_seed)
+    rng = np.random.default_rng(point_seed)
+    traj = load_trajectories(spec.data, base_dir, spec.seed)
+    config = agent_config(spec, traj, point_seed)
+    agent = Agent(config).to(device)
+    opt = spec.train
+    optimizer = torch.optim.AdamW(agent.parameters(), lr=opt.lr, weight_decay=opt.weight_decay, betas=(0.9, 0.95))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(step, opt.warmup, opt.steps))
+    state_positions = torch.tensor(config.state_positions())
+    steps, losses = [], []
+    agent.train()
+    for step in range(1, opt.steps + 1):
+        ends = rng.integers(0, len(traj.actions), size=opt.batch_size)
+        batch = windows(traj, ends, config).to(device)
+        logits = agent(batch)[:, state_positions]                       # [B, K, 7]
+        loss = torch.nn.functional.cross_entropy(logits[batch.valid], batch.actions[batch.valid])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(agent.parameters(), opt.grad_clip)
+        optimizer.step()
+        schedule.step()
+        if step % opt.log_every == 0 or step == opt.steps:
+            steps.append(step)
+            losses.append(float(loss.detach()))
+    agent.eval()
+    ds = xr.Dataset({"loss": (("step",), np.array(losses, dtype=np.float32),
+                              {"long_name": "training cross-entropy of the demonstrated action", "units": "nats"})},
+                    coords={"step": np.array(steps, dtype=np.int64)})
+    if spec.eval.episodes:
+        ds = ds.merge(evaluate(agent, spec, config, device))
+    return ds, agent
+
+
+def evaluate(agent: Agent, spec: TrainSpec, config: AgentConfig, device: str) -> xr.Dataset:
+    """Closed-loop episodes of the trained agent on evaluation seeds."""
+    policy = AgentPolicy(agent, spec.eval.target_return, device)
+    result = rollout(config.env_id, policy, spec.eval.episodes, spec.eval.seed, spec.eval.max_steps)
+    return episode_dataset(result)
+
+
+def episode_dataset(result: dict[str, np.ndarray]) -> xr.Dataset:
+    """Rollout results as variables over ``episode``."""
+    return xr.Dataset(
+        {
+            "success": (("episode",), result["success"].astype(np.float32), {"long_name": "episode reached its goal"}),
+            "return": (("episode",), result["return"].astype(np.float32), {"long_name": "episode return"}),
+            "episode_length": (("episode",), result["episode_length"].astype(np.int32), {"units": "steps"}),
+        },
+        coords={"episode": np.arange(len(result["success"]), dtype=np.int64)},
+    )
+
+
+def _lr_factor(step: int, warmup: int, total: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+__all__ = ["train_point", "evaluate", "load_trajectories", "episode_dataset"]
