@@ -1,0 +1,99 @@
+"""Shards (datasets over ``point``) -> one Dataset over the sweep dims, with provenance."""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from runner.plan import Plan
+from runner.results.store import coord_values, json_attr
+
+PACKAGES = ("torch", "transformer_lens", "ray", "minigrid", "xarray", "numpy", "pydantic")
+
+
+def combine_shards(shards: list[Path]) -> xr.Dataset:
+    """All shard records over ``point``: one per point, an ok record winning over a failed one."""
+    parts = [xr.load_dataset(s) for s in shards]
+    names = {name for part in parts for name in part.data_vars}
+    for i, part in enumerate(parts):  # a task whose points all failed lacks the metric variables
+        for name in sorted(names - set(part.data_vars)):
+            template = next(p[name] for p in parts if name in p.data_vars)
+            inner = template.isel(point=0, drop=True)
+            filled = xr.full_like(inner, np.nan, dtype=np.float64).expand_dims(point=part["point"].values)
+            parts[i] = parts[i].assign({name: filled})
+    combined = xr.concat(parts, dim="point", data_vars="all", coords="minimal", compat="override", join="outer")
+    rank = np.where(combined["status"].values == "ok", 1, 0)
+    order = np.argsort(rank, kind="stable")  # later shards and ok records last: keep="last" picks them
+    combined = combined.isel(point=order).drop_duplicates("point", keep="last")
+    return combined.sortby("point")
+
+
+def unflatten(points: xr.Dataset, plan: Plan) -> xr.Dataset:
+    """Reshape the ``point`` dim into the plan's sweep dims (C order) with their coordinates."""
+    missing = sorted(set(range(len(plan.points))) - set(points["point"].values.tolist()))
+    if missing:
+        raise ValueError(f"{len(missing)} points have no record (first: {missing[0]})")
+    out = xr.Dataset()
+    for name, var in points.data_vars.items():
+        if name == "point_id":
+            continue
+        inner = [d for d in var.dims if d != "point"]
+        values = var.values.reshape(plan.shape + tuple(points.sizes[d] for d in inner))
+        out[name] = xr.Variable(plan.dims + inner, values, var.attrs)
+    for d in points.coords:
+        if d != "point":
+            out = out.assign_coords({d: points[d].values})
+    for name, (dim, values) in plan.coords.items():
+        out = out.assign_coords({name: (dim, coord_values(values))})
+    return out
+
+
+def provenance(plan: Plan, executor: str, device: str) -> dict[str, str]:
+    """The attrs every result carries: spec, versions, git state, time, executor, device."""
+    text = plan.loaded.text
+    attrs = {
+        "spec_yaml": text,
+        "spec_sha256": hashlib.sha256(text.encode()).hexdigest(),
+        "run_id": plan.run_id,
+        "name": plan.spec.name,
+        "description": plan.spec.description,
+        "runner_version": _version("runner"),
+        "git_commit": _git(plan.base_dir, "rev-parse", "HEAD"),
+        "git_dirty": json_attr(bool(_git(plan.base_dir, "status", "--porcelain", "--untracked-files=no"))),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "executor": executor,
+        "device": device,
+        "sweep_dims": json_attr(plan.dims),
+    }
+    for package in PACKAGES:
+        attrs[f"{package}_version"] = _version(package)
+    return attrs
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package.replace("_", "-"))
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _git(cwd: Path, *args: str) -> str:
+    try:
+        done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return done.stdout.strip() if done.returncode == 0 else ""
+
+
+def merge(shards: list[Path], plan: Plan, executor: str) -> xr.Dataset:
+    """The final dataset of a run from its shards."""
+    points = combine_shards(shards)
+    ds = unflatten(points, plan)
+    ds.attrs.update(provenance(plan, executor, str(points.attrs.get("device", "cpu"))))
+    return ds

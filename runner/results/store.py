@@ -1,0 +1,129 @@
+"""The run folder: spec.yaml, shards/<task>.nc, and the atomically written result.nc.
+
+The driver is the only writer. Every file lands by rename from a temporary
+name, so a killed run leaves whole shards or none, never half of one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runner.errors import RunnerError
+from runner.plan import Plan, run_id_of
+from runner.spec import parse_spec
+
+
+class RunFolder:
+    """``results/<name>/`` of one run."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.spec_file = self.root / "spec.yaml"
+        self.shard_dir = self.root / "shards"
+        self.result_file = self.root / "result.nc"
+
+    def prepare(self, plan: Plan, fresh: bool = False) -> None:
+        """Create the folder for ``plan``; refuse to mix a different spec into it unless ``fresh``."""
+        if fresh:
+            for path in (self.shard_dir, self.root / "models", self.result_file, self.spec_file):
+                if path.is_dir():
+                    shutil.rmtree(path)
+                elif path.exists():
+                    path.unlink()
+        elif self.spec_file.exists():
+            old = _previous_run_id(self.spec_file)
+            if old != plan.run_id:
+                raise RunnerError(
+                    f"{self.root} already holds results of a different spec (run id {old}, this spec's is "
+                    f"{plan.run_id}); mixing them would corrupt both.",
+                    hint="Rerun with --fresh to discard the old results, or --out DIR to write elsewhere.")
+        self.shard_dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.spec_file, plan.loaded.text.encode())
+
+    def shards(self) -> list[Path]:
+        """Finished shard files, oldest first."""
+        if not self.shard_dir.is_dir():
+            return []
+        return sorted(self.shard_dir.glob("*.nc"), key=lambda p: (p.stat().st_mtime_ns, p.name))
+
+    def point_status(self) -> dict[str, str]:
+        """point id -> 'ok' or 'failed' over every shard (an ok anywhere wins)."""
+        import xarray as xr
+
+        status: dict[str, str] = {}
+        for shard in self.shards():
+            with xr.open_dataset(shard) as ds:
+                for pid, st in zip(ds["point_id"].values, ds["status"].values):
+                    if status.get(str(pid)) != "ok":
+                        status[str(pid)] = str(st)
+        return status
+
+    def write_files(self, files: dict[str, bytes]) -> None:
+        """Write files a task returned (paths relative to the run folder), each atomically."""
+        for relative, data in files.items():
+            path = (self.root / relative).resolve()
+            if self.root.resolve() not in path.parents:
+                raise ValueError(f"a task returned a file outside the run folder: {relative}")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(path, data)
+
+    def write_shard(self, task_id: str, ds: Any) -> Path:
+        path = self.shard_dir / f"{task_id}.nc"
+        write_netcdf(ds, path)
+        return path
+
+
+def _previous_run_id(spec_file: Path) -> str:
+    try:
+        return run_id_of(parse_spec(spec_file.read_text(), str(spec_file)))
+    except RunnerError:
+        return "(unreadable spec.yaml)"
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write bytes to ``path`` through a temporary file and a rename."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_netcdf(ds: Any, path: Path) -> None:
+    """``ds.to_netcdf`` through a temporary file and a rename, with string variables as text."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        encoding = {name: {"dtype": str} for name, var in ds.variables.items() if var.dtype == object}
+        ds.to_netcdf(tmp, engine="netcdf4", encoding=encoding)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def json_attr(value: Any) -> str:
+    """netCDF attrs cannot hold dicts, None or bool: store them as JSON text."""
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def coord_values(values: list[Any]) -> np.ndarray:
+    """Sweep values as a netCDF-friendly array: numbers, strings, or JSON text of anything else."""
+    if all(isinstance(v, bool) for v in values):
+        return np.array([json.dumps(v) for v in values], dtype=object)
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        return np.array(values, dtype=np.int64)
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return np.array(values, dtype=np.float64)
+    if all(isinstance(v, str) for v in values):
+        return np.array(values, dtype=object)
+    return np.array([json.dumps(v, sort_keys=True) for v in values], dtype=object)
