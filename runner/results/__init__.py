@@ -1,0 +1,1 @@
+"""Run folders: shards, merge into result.nc with provenance, and load."""

@@ -1,0 +1,31 @@
+"""The repository installs from a fresh clone: nothing the package needs is ignored or missing."""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+
+def test_every_package_folder_is_a_regular_package():
+    for folder in (ROOT / "runner").rglob("*"):
+        if folder.is_dir() and folder.name != "__pycache__" and any(folder.glob("*.py")):
+            assert (folder / "__init__.py").is_file(), f"{folder} lacks __init__.py (setuptools would skip it)"
+
+
+@pytest.mark.skipif(not (ROOT / ".git").exists(), reason="not a git checkout")
+def test_no_source_file_is_git_ignored():
+    sources = [str(p.relative_to(ROOT)) for p in (ROOT / "runner").rglob("*.py")]
+    sources += [str(p.relative_to(ROOT)) for p in (ROOT / "specs").glob("*.yaml")]
+    done = subprocess.run(["git", "check-ignore", *sources], cwd=ROOT, capture_output=True, text=True)
+    assert done.stdout.strip() == "", f"ignored by .gitignore, so missing from every clone:\n{done.stdout}"
+
+
+def test_readme_opens_with_the_two_commands_and_ci_runs_the_second():
+    lines = (ROOT / "README.md").read_text().splitlines()
+    block = lines[lines.index("```bash") + 1: lines.index("```bash") + 3]
+    assert "runner run specs/quickstart.yaml" in block[0]
+    assert "pytest" in block[1]
+    assert block[1] in (ROOT / ".ci" / "run").read_text()
