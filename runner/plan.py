@@ -84,7 +84,7 @@ class Plan:
         tasks = []
         for start in range(0, len(points), self.points_per_task):
             chunk = tuple(points[start:start + self.points_per_task])
-            tasks.append(Task(content_id([p.id for p in chunk]), chunk, str(self.base_dir),
+            tasks.append(Task(content_id([[p.index, p.id] for p in chunk]), chunk, str(self.base_dir),
                               ex.cpus_per_task, ex.gpus_per_task))
         return tasks
 
@@ -241,7 +241,7 @@ def model_dims(spec: Spec, base_dir: Path | str = ".") -> Dims:
     if isinstance(source, TransformerModel):
         c = source.transformer
         d_head = c.d_head or (c.d_model // c.n_heads)
-        return Dims(c.n_layers, c.d_model, c.n_heads, d_head, c.d_mlp or 4 * c.d_model, c.d_vocab, c.n_ctx)
+        return Dims(c.n_layers, c.d_model, c.n_heads, d_head, c.d_mlp or 4 * c.d_model, c.d_vocab, c.n_ctx, c.attn_only)
     if isinstance(source, CheckpointModel):
         from runner.models.checkpoint import read_config
 
@@ -392,5 +392,7 @@ def npy_shape(file: Path) -> tuple[int, ...]:
 
 
 def run_id_of(loaded: LoadedSpec) -> str:
-    """The content id of a run: its spec less what cannot change the numbers."""
-    return content_id(loaded.spec.model_dump(mode="json", exclude=IDENTITY_EXCLUDES - {"sweep"}))
+    """The content id of a run: its spec less what cannot change the numbers (sweep order included)."""
+    identity = loaded.spec.model_dump(mode="json", exclude=IDENTITY_EXCLUDES)
+    identity["sweep"] = [[key, axis] for key, axis in loaded.spec.sweep.items()]  # order names the dims
+    return content_id(identity)

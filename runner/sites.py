@@ -12,6 +12,7 @@ _BLOCK = {"resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out"}
 _ATTN = {"z", "q", "k", "v", "pattern", "attn_scores"}
 _MLP = {"pre": "mlp.hook_pre", "post": "mlp.hook_post", "mlp_pre": "mlp.hook_pre", "mlp_post": "mlp.hook_post"}
 _GLOBAL = {"embed": "hook_embed", "pos_embed": "hook_pos_embed"}
+_NEEDS_MLP = {"resid_mid", "mlp_out", "pre", "post", "mlp_pre", "mlp_post"}
 HEAD_HOOKS = ("z", "q", "k", "v", "pattern", "attn_scores")
 SHORT_NAMES = sorted(_BLOCK | _ATTN | set(_MLP) | set(_GLOBAL))
 
@@ -37,6 +38,7 @@ class Dims:
     d_mlp: int
     d_vocab: int
     n_ctx: int
+    attn_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,8 @@ def resolve_site(hook: str, layer: int | None, dims: Dims) -> Site:
     if hook not in _BLOCK | _ATTN | set(_MLP):
         raise SiteError(f"unknown hook {hook!r}; short names are {', '.join(SHORT_NAMES)} "
                          "(or a full name such as blocks.0.hook_resid_pre)")
+    if dims.attn_only and hook in _NEEDS_MLP:
+        raise SiteError(f"hook {hook!r} does not exist: the model is attn_only (no MLPs, no resid_mid)")
     if layer is None:
         raise SiteError(f"hook {hook!r} needs a layer (0..{dims.n_layers - 1})", "layer")
     if not 0 <= layer < dims.n_layers:

@@ -264,6 +264,10 @@ CASES = [
     Case("cpus-per-task-zero", edit("{executor: local}", "{executor: local, cpus_per_task: 0}"),
          "cpus_per_task: ^0", "execution.cpus_per_task", "greater than or equal to 1"),
     # ------------------------------------------------------------ odd keys
+    Case("negative-seed", edit("name: base\nseed: 0", "name: base\nseed: -1"),
+         "seed: ^-1", "seed", "greater than or equal to 0"),
+    Case("self-referencing-alias", edit("model:\n  transformer:", "model: &m\n  loop: *m\n  transformer:"), "model: ^&m", "model.loop",
+         "alias refers to a mapping or list that contains it"),
     Case("null-key", edit("seed: 0\n", "seed: 0\n~: 2\n"), "^~: 2", None, "keys must be strings, got None"),
 ]
 

@@ -62,7 +62,7 @@ def test_dims_follow_spec_order_and_string_values_become_labels(project):
                              "  intervention.position: [all, last, 0]\n  intervention.coefficient: [1.0, 2.0]\n")
     ds = runner.run(write_spec(project, text))
     assert ds.logits.dims == ("position", "coefficient", "sample", "vocab")
-    assert [str(v) for v in ds.position.values] == ['"all"', '"last"', "0"]
+    assert [str(v) for v in ds.position.values] == ["all", "last", "0"]
     steered_everywhere, steered_last, steered_first = (ds.logits.isel(position=i).values for i in range(3))
     assert not np.allclose(steered_everywhere, steered_last) and not np.allclose(steered_last, steered_first)
 

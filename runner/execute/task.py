@@ -56,7 +56,7 @@ class Context:
         """Last-position logits and the cached activations at the group's sites, unintervened."""
         if self._clean is None:
             logits, cache = self.model.run_with_cache(self.inputs, names_filter=lambda n: n in self.sites)
-            self._clean = logits[:, -1], {k: cache[k] for k in self.sites}
+            self._clean = logits[:, -1], {k: cache[k] for k in self.sites if k in cache}
         return self._clean
 
     def clean_activation(self, site: str) -> torch.Tensor:
@@ -242,7 +242,7 @@ def _assemble(task: Task, records: dict[int, Any], device: str) -> xr.Dataset:
         if isinstance(record, str):
             record = xr.full_like(ok[0], np.nan, dtype=np.float64) if ok else xr.Dataset()
         parts.append(record.expand_dims(point=[idx]))
-    ds = xr.concat(parts, dim="point") if ok else xr.Dataset(coords={"point": np.array(indices, dtype=np.int64)})
+    ds = xr.concat(parts, dim="point", join="outer") if ok else xr.Dataset(coords={"point": np.array(indices, dtype=np.int64)})
     ds["status"] = ("point", np.array(["failed" if isinstance(records[i], str) else "ok" for i in indices], dtype=object))
     ds["error"] = ("point", np.array([records[i] if isinstance(records[i], str) else "" for i in indices], dtype=object))
     ds["point_id"] = ("point", np.array([p.id for p in task.points], dtype=object))

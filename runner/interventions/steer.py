@@ -13,7 +13,7 @@ from runner.sites import position_indices, resolve_site
 def steer(iv: Any, ctx: Any, seed: int) -> list[tuple[str, Any]]:
     """One edit adding coefficient · vector at the addressed site."""
     site = resolve_site(iv.hook, iv.layer, ctx.dims)
-    vector = steering_vector(iv.vector, site, ctx, default_seed=ctx.spec_seed)
+    vector = steering_vector(iv.vector, site, ctx, default_seed=ctx.spec_seed, head=iv.head)
     delta = (iv.coefficient * vector).to(ctx.device)
     positions = position_indices(iv.position, ctx.length)
     head = iv.head
@@ -30,8 +30,12 @@ def steer(iv: Any, ctx: Any, seed: int) -> list[tuple[str, Any]]:
     return [(site.name, edit)]
 
 
-def steering_vector(source: Any, site: Any, ctx: Any, default_seed: int) -> torch.Tensor:
-    """The vector v a vector source gives at a site, as float32 on the CPU."""
+def steering_vector(source: Any, site: Any, ctx: Any, default_seed: int, head: int | None = None) -> torch.Tensor:
+    """The vector v a vector source gives at a site (at one head of it, when given), float32 on the CPU."""
+
+    def at_head(acts: torch.Tensor) -> torch.Tensor:
+        return acts if head is None else acts[:, :, head]
+
     width = site.width(ctx.dims)
     if hasattr(source, "file"):
         array = np.load(resolve_path(source.file, ctx.base_dir), allow_pickle=False)
@@ -42,11 +46,11 @@ def steering_vector(source: Any, site: Any, ctx: Any, default_seed: int) -> torc
         v = rng.standard_normal(width)
         v /= np.linalg.norm(v)
         if opts.norm == "match":
-            v *= float(ctx.clean_activation(site.name).norm(dim=-1).mean())
+            v *= float(at_head(ctx.clean_activation(site.name)).norm(dim=-1).mean())
         elif opts.norm is not None:
             v *= opts.norm
         return torch.as_tensor(v, dtype=torch.float32)
-    pos, neg = (ctx.activation_of(getattr(source.contrast, side), site.name) for side in ("positive", "negative"))
+    pos, neg = (at_head(ctx.activation_of(getattr(source.contrast, side), site.name)) for side in ("positive", "negative"))
     return _mean_vector(pos) - _mean_vector(neg)
 
 

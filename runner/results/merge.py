@@ -17,28 +17,35 @@ from runner.results.store import coord_values, json_attr
 PACKAGES = ("torch", "transformer_lens", "ray", "minigrid", "xarray", "numpy", "pydantic")
 
 
-def combine_shards(shards: list[Path]) -> xr.Dataset:
-    """All shard records over ``point``: one per point, an ok record winning over a failed one."""
-    parts = [xr.load_dataset(s) for s in shards]
+def combine_shards(shards: list[Path], plan: Plan) -> xr.Dataset:
+    """One record per plan point over ``point`` (grid order), matched by point id.
+
+    An ok record wins over a failed one and a later shard over an earlier one, so a
+    rerun that retried failed points supersedes them. Matching by content id (not
+    by the index a shard was written under) keeps records right when a spec's axes
+    are reordered or two grid points are the same computation.
+    """
+    parts = [xr.load_dataset(s).rename({"point": "record"}).drop_vars("record") for s in shards]
     names = {name for part in parts for name in part.data_vars}
     for i, part in enumerate(parts):  # a task whose points all failed lacks the metric variables
         for name in sorted(names - set(part.data_vars)):
-            template = next(p[name] for p in parts if name in p.data_vars)
-            inner = template.isel(point=0, drop=True)
-            filled = xr.full_like(inner, np.nan, dtype=np.float64).expand_dims(point=part["point"].values)
+            template = next(p[name] for p in parts if name in p.data_vars).isel(record=0, drop=True)
+            filled = xr.full_like(template, np.nan, dtype=np.float64).expand_dims(record=part.sizes["record"])
             parts[i] = parts[i].assign({name: filled})
-    combined = xr.concat(parts, dim="point", data_vars="all", coords="minimal", compat="override", join="outer")
-    rank = np.where(combined["status"].values == "ok", 1, 0)
-    order = np.argsort(rank, kind="stable")  # later shards and ok records last: keep="last" picks them
-    combined = combined.isel(point=order).drop_duplicates("point", keep="last")
-    return combined.sortby("point")
+    records = xr.concat(parts, dim="record", data_vars="all", coords="minimal", compat="override", join="outer")
+    best: dict[str, int] = {}
+    ok = records["status"].values == "ok"
+    for position in np.argsort(ok, kind="stable"):  # failed first, then ok; later shards later: last wins
+        best[str(records["point_id"].values[position])] = int(position)
+    missing = [p.index for p in plan.points if p.id not in best]
+    if missing:
+        raise ValueError(f"{len(missing)} points have no record (first: {missing[0]})")
+    chosen = records.isel(record=[best[p.id] for p in plan.points]).rename({"record": "point"})
+    return chosen.assign_coords(point=np.arange(len(plan.points)))
 
 
 def unflatten(points: xr.Dataset, plan: Plan) -> xr.Dataset:
     """Reshape the ``point`` dim into the plan's sweep dims (C order) with their coordinates."""
-    missing = sorted(set(range(len(plan.points))) - set(points["point"].values.tolist()))
-    if missing:
-        raise ValueError(f"{len(missing)} points have no record (first: {missing[0]})")
     out = xr.Dataset()
     for name, var in points.data_vars.items():
         if name == "point_id":
@@ -93,7 +100,7 @@ def _git(cwd: Path, *args: str) -> str:
 
 def merge(shards: list[Path], plan: Plan, executor: str) -> xr.Dataset:
     """The final dataset of a run from its shards."""
-    points = combine_shards(shards)
+    points = combine_shards(shards, plan)
     ds = unflatten(points, plan)
     ds.attrs.update(provenance(plan, executor, str(points.attrs.get("device", "cpu"))))
     return ds

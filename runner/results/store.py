@@ -30,6 +30,9 @@ class RunFolder:
 
     def prepare(self, plan: Plan, fresh: bool = False) -> None:
         """Create the folder for ``plan``; refuse to mix a different spec into it unless ``fresh``."""
+        if self.root.exists() and not self.root.is_dir():
+            raise RunnerError(f"the run folder {self.root} exists and is not a folder",
+                              hint="Give --out a folder path (it is created if missing).")
         if fresh:
             for path in (self.shard_dir, self.root / "models", self.result_file, self.spec_file):
                 if path.is_dir():
@@ -117,13 +120,19 @@ def json_attr(value: Any) -> str:
 
 
 def coord_values(values: list[Any]) -> np.ndarray:
-    """Sweep values as a netCDF-friendly array: numbers, strings, or JSON text of anything else."""
+    """Sweep values as a netCDF-friendly coordinate: the values themselves where netCDF can hold them.
+
+    Numbers and booleans stay numbers and booleans; a mix of scalars becomes their text
+    (``position: [all, last, 0]`` -> ``"all", "last", "0"``); lists and mappings become JSON text.
+    """
+    scalars = all(v is None or isinstance(v, (bool, int, float, str)) for v in values)
     if all(isinstance(v, bool) for v in values):
-        return np.array([json.dumps(v) for v in values], dtype=object)
+        return np.array(values, dtype=bool)
     if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
         return np.array(values, dtype=np.int64)
     if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
         return np.array(values, dtype=np.float64)
-    if all(isinstance(v, str) for v in values):
-        return np.array(values, dtype=object)
+    if scalars:
+        return np.array(["none" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
+                         for v in values], dtype=object)
     return np.array([json.dumps(v, sort_keys=True) for v in values], dtype=object)

@@ -66,7 +66,7 @@ class TransformerConfig(Strict):
     act_fn: Literal["gelu", "gelu_new", "relu", "silu"] = Field("gelu", description="MLP activation.")
     normalization: Literal["LN", "LNPre", "RMS", "RMSPre"] = Field("LN", description="Normalisation type.")
     attn_only: bool = Field(False, description="Blocks without MLPs.")
-    init_seed: int = Field(0, description="Seed of the weight initialisation: same seed, same weights.")
+    init_seed: int = Field(0, ge=0, description="Seed of the weight initialisation: same seed, same weights.")
 
 
 class TransformerModel(Strict):
@@ -104,7 +104,7 @@ class TokensData(Strict):
 class RandomTokensOptions(Strict):
     batch: int = Field(ge=1, description="Number of samples.")
     length: int = Field(ge=1, description="Tokens per sample.")
-    seed: int | None = Field(None, description="Seed of the draw; default: the spec's seed.")
+    seed: int | None = Field(None, ge=0, description="Seed of the draw; default: the spec's seed.")
 
 
 class RandomTokensData(Strict):
@@ -115,7 +115,7 @@ class TrajectoryOptions(Strict):
     env: str = Field(description="A MiniGrid or BabyAI env id registered by minigrid, e.g. BabyAI-GoToLocal-v0.")
     policy: Literal["bot", "random"] = Field("bot", description="bot: minigrid's BabyAI bot (BabyAI levels only); random.")
     episodes: int = Field(ge=1, description="Number of episodes.")
-    seed: int | None = Field(None, description="Episode e uses env seed seed + e; default: the spec's seed.")
+    seed: int | None = Field(None, ge=0, description="Episode e uses env seed seed + e; default: the spec's seed.")
     max_steps: int | None = Field(None, ge=1, description="Truncate episodes here; default: the env's own limit.")
     epsilon: float = Field(0.0, ge=0, le=1, description="bot: each action is replaced by a random one with this probability.")
 
@@ -139,7 +139,7 @@ class FileVector(Strict):
 
 
 class RandomVectorOptions(Strict):
-    seed: int | None = Field(None, description="Seed of the direction; default: the spec's seed.")
+    seed: int | None = Field(None, ge=0, description="Seed of the direction; default: the spec's seed.")
     norm: Literal["match"] | Annotated[float, Field(gt=0)] | None = Field(
         None, description="Unit norm when absent; a number; or 'match': the mean activation norm at the site over the data."
     )
@@ -252,7 +252,7 @@ class SpecBase(Strict):
 
     name: str = Field(description="Slug naming the run folder results/<name>/: [a-z0-9][a-z0-9_-]*.")
     description: str = Field("", description="Free text: what this experiment shows.")
-    seed: int = Field(0, description="Base seed; default of every seed field in the spec.")
+    seed: int = Field(0, ge=0, description="Base seed; default of every seed field in the spec.")
     sweep: dict[str, Any] = Field(
         default_factory=dict,
         description=(
@@ -303,7 +303,7 @@ class AgentArchitecture(Strict):
     d_mlp: int | None = Field(None, ge=1, description="MLP width; default 4 * d_model.")
     context: int = Field(8, ge=1, description="Timesteps in the context window.")
     act_fn: Literal["gelu", "gelu_new", "relu", "silu"] = Field("gelu", description="MLP activation.")
-    init_seed: int | None = Field(None, description="Weight initialisation seed; default: the point's seed.")
+    init_seed: int | None = Field(None, ge=0, description="Weight initialisation seed; default: the point's seed.")
 
     @model_validator(mode="after")
     def _heads_divide(self) -> "AgentArchitecture":
@@ -324,7 +324,7 @@ class TrainOptions(Strict):
 
 class EvalOptions(Strict):
     episodes: int = Field(100, ge=0, description="Closed-loop evaluation episodes after training (0: none).")
-    seed: int = Field(1_000_000, description="Episode e uses env seed seed + e: keep it apart from training seeds.")
+    seed: int = Field(1_000_000, ge=0, description="Episode e uses env seed seed + e: keep it apart from training seeds.")
     target_return: float | None = Field(None, description="decision_transformer: return to condition on; default 1.")
     max_steps: int | None = Field(None, ge=1, description="Truncate evaluation episodes; default: the env's limit.")
 

@@ -80,12 +80,15 @@ def load_yaml(text: str, file: str = "<string>") -> Located:
     located = Located(None, file)
     if node is None:
         raise RunnerError(Problem("the spec is empty: expected a mapping with name, model, data, ...", file, 1, 1))
-    located.data = _build(node, (), loader, located)
+    located.data = _build(node, (), loader, located, frozenset())
     return located
 
 
-def _build(node: yaml.Node, path: Path, loader: yaml.SafeLoader, out: Located) -> Any:
+def _build(node: yaml.Node, path: Path, loader: yaml.SafeLoader, out: Located, inside: frozenset) -> Any:
     out.values[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+    if id(node) in inside:
+        raise RunnerError(out.problem(path, "this alias refers to a mapping or list that contains it"))
+    inside = inside | {id(node)}
     if node.tag not in _PLAIN_TAGS and node.tag not in _AS_STRING_TAGS:
         raise RunnerError(out.problem(path, f"YAML tag {node.tag!r} is not allowed: a spec holds plain data only"))
     if isinstance(node, yaml.MappingNode):
@@ -94,7 +97,7 @@ def _build(node: yaml.Node, path: Path, loader: yaml.SafeLoader, out: Located) -
             if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
                 line, col = key_node.start_mark.line + 1, key_node.start_mark.column + 1
                 raise RunnerError(Problem("only plain keys are allowed (no merge keys or complex keys)", out.file, line, col, dotted(path)))
-            key = _build(key_node, path + ("<key>",), loader, out)
+            key = _build(key_node, path + ("<key>",), loader, out, inside)
             out.values.pop(path + ("<key>",), None)
             if not isinstance(key, str):
                 line, col = key_node.start_mark.line + 1, key_node.start_mark.column + 1
@@ -103,10 +106,10 @@ def _build(node: yaml.Node, path: Path, loader: yaml.SafeLoader, out: Located) -
                 line, col = key_node.start_mark.line + 1, key_node.start_mark.column + 1
                 raise RunnerError(Problem(f"duplicate key {key!r}", out.file, line, col, dotted(path + (key,))))
             out.keys[path + (key,)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-            result[key] = _build(value_node, path + (key,), loader, out)
+            result[key] = _build(value_node, path + (key,), loader, out, inside)
         return result
     if isinstance(node, yaml.SequenceNode):
-        return [_build(item, path + (i,), loader, out) for i, item in enumerate(node.value)]
+        return [_build(item, path + (i,), loader, out, inside) for i, item in enumerate(node.value)]
     if node.tag in _AS_STRING_TAGS:
         return node.value
     return loader.construct_object(node, deep=True)
