@@ -1,11 +1,12 @@
-"""Model sources -> TransformerLens models, built once per process and cached."""
+"""Model sources -> TransformerLens models and agents, built once per process and cached.
+
+Importing this package is cheap (no torch): ``runner validate`` reads checkpoint
+configs through ``runner.models.checkpoint`` without loading any weights.
+"""
 from __future__ import annotations
 
-from typing import Any
-
-import torch
-
 from pathlib import Path
+from typing import Any
 
 from runner.plan import resolve_path
 from runner.spec import content_id
@@ -67,4 +68,6 @@ def get_model(source: Any, device: str = "cpu", base_dir: str | Path = ".") -> A
 
 def pick_device(gpus: float) -> str:
     """cuda when the task holds a GPU share and torch sees one, else cpu."""
+    import torch
+
     return "cuda" if gpus > 0 and torch.cuda.is_available() else "cpu"

@@ -31,6 +31,14 @@ def read_config(folder: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint {folder}: {CONFIG} is not valid JSON ({exc})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("config"), dict):
         raise CheckpointError(f"checkpoint {folder}: {CONFIG} is not a runner agent config (format {FORMAT})")
+    try:  # reads the header only: a truncated or foreign file fails here, before any run starts
+        from safetensors import safe_open
+
+        with safe_open(str(folder / WEIGHTS), framework="numpy") as f:
+            if not list(f.keys()):
+                raise ValueError("it holds no tensors")
+    except Exception as exc:  # safetensors raises its own error types
+        raise CheckpointError(f"checkpoint {folder}: {WEIGHTS} is corrupt ({str(exc).splitlines()[0]})") from None
     return data
 
 

@@ -1,0 +1,183 @@
+"""Gridworld agents: train specs, checkpoints, policies, and intervene specs over a train run."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import runner
+from runner.models.agent import AgentConfig
+from runner.models.checkpoint import load_agent, save_agent
+from runner.models.windows import windows
+from runner.train import load_trajectories
+from conftest import cli, write_spec
+
+TRAIN = """\
+name: tiny-train
+kind: train
+seed: 0
+data:
+  trajectories: {env: BabyAI-GoToRedBallGrey-v0, policy: bot, episodes: 40, seed: 0}
+model: {architecture: ARCH, n_layers: 2, d_model: 32, n_heads: 2, context: 3}
+train: {steps: 20, batch_size: 16, log_every: 5, lr: 1.0e-3}
+eval: {episodes: 6}
+sweep:
+  seed: [0, 1]
+"""
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A finished 2-point train run of tiny behaviour clones (seconds), and its project folder."""
+    folder = tmp_path_factory.mktemp("agents")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(folder)
+        ds = runner.run(write_spec(folder, TRAIN.replace("ARCH", "behavior_clone"), "train.yaml"))
+    return folder, ds
+
+
+def test_a_train_sweep_writes_a_model_per_point_and_a_labelled_dataset(trained):
+    folder, ds = trained
+    models = sorted(p.name for p in (folder / "results" / "tiny-train" / "models").iterdir())
+    assert models == ["seed=0", "seed=1"]
+    for name in models:
+        assert {p.name for p in (folder / "results" / "tiny-train" / "models" / name).iterdir()} == \
+            {"model.safetensors", "config.json"}
+    assert ds.loss.dims == ("seed", "step") and ds.step.values.tolist() == [5, 10, 15, 20]
+    assert ds.success.dims == ("seed", "episode") and ds.sizes["episode"] == 6
+    assert ds["return"].dims == ds.episode_length.dims == ("seed", "episode")
+    assert (ds.status == "ok").all()
+    assert not np.array_equal(ds.loss.sel(seed=0).values, ds.loss.sel(seed=1).values), "seeds must differ"
+    assert ds.loss.isel(step=-1).max() < ds.loss.isel(step=0).min() + 0.5
+
+
+def test_checkpoints_reload_bit_identically(trained, tmp_path):
+    folder, _ = trained
+    agent = runner.load_model(folder / "results" / "tiny-train" / "models" / "seed=0")
+    save_agent(agent, tmp_path / "copy")
+    again = load_agent(tmp_path / "copy")
+    first, second = agent.state_dict(), again.state_dict()
+    assert first.keys() == second.keys() and len(first) > 30
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    traj = load_trajectories(runner.load_spec(folder / "train.yaml").spec.data, folder, 0)
+    inputs = windows(traj, np.arange(20), agent.config)
+    with torch.inference_mode():
+        assert torch.equal(agent(inputs), again(inputs))
+
+
+@pytest.mark.parametrize("architecture, roles", [
+    ("behavior_clone", ["I0", "I1", "S1", "A1", "S2", "A2", "S3"]),
+    ("decision_transformer", ["I0", "I1", "R1", "S1", "A1", "R2", "S2", "A2", "R3", "S3"]),
+])
+def test_role_labels_and_hooks_at_every_layer(architecture, roles):
+    from runner.models.agent import Agent
+
+    config = AgentConfig(architecture, n_layers=3, d_model=16, n_heads=2, context=3, mission_length=2, max_timestep=64)
+    assert config.roles() == roles and config.n_ctx == len(roles)
+    assert [roles[i] for i in config.state_positions()] == ["S1", "S2", "S3"]
+    agent = Agent(config).eval()
+    from runner.envs.trajectories import generate
+
+    traj = generate("BabyAI-GoToRedBallGrey-v0", "bot", 3, seed=0)
+    inputs = windows(traj, np.arange(len(traj.actions)), AgentConfig(**{**config.__dict__, "mission_length": 5}))
+    inputs.mission = inputs.mission[:, :2]
+    names = [f"blocks.{layer}.{hook}" for layer in range(3)
+             for hook in ("hook_resid_pre", "attn.hook_z", "attn.hook_pattern", "hook_mlp_out", "hook_resid_post")]
+    logits, cache = agent.run_with_cache(inputs, names_filter=lambda n: n in names + ["hook_embed", "hook_pos_embed"])
+    assert set(names) | {"hook_embed", "hook_pos_embed"} <= set(cache)
+    assert logits.shape == (len(traj.actions), len(roles), 7)
+    assert cache["blocks.2.attn.hook_pattern"].shape[-2:] == (len(roles), len(roles))
+
+
+def test_load_policy_plays_a_full_episode(trained):
+    folder, _ = trained
+    policy = runner.load_policy(folder / "results" / "tiny-train" / "models" / "seed=1")
+    env = gym.make("BabyAI-GoToRedBallGrey-v0")
+    for seed in (5, 6):
+        obs, _ = env.reset(seed=seed)
+        policy.reset()
+        reward, steps, done = 0.0, 0, False
+        while not done:
+            obs, reward, terminated, truncated, _ = env.step(policy.act(obs, reward))
+            steps, done = steps + 1, terminated or truncated
+        assert 1 <= steps <= env.unwrapped.max_steps
+
+
+def test_an_intervene_spec_over_a_train_run_carries_its_grid(trained):
+    folder, _ = trained
+    spec = write_spec(folder, """\
+        name: steer-tiny
+        model: {run: tiny-train}
+        data:
+          trajectories: {env: BabyAI-GoToRedBallGrey-v0, episodes: 3, seed: 500}
+        intervention: {kind: steer, hook: resid_pre, layer: 1, position: last, vector: {random: {seed: 4, norm: match}}}
+        sweep:
+          intervention.coefficient: [0.0, 8.0]
+        metrics: [action_probs, kl]
+        """, "steer.yaml")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(folder)
+        ds = runner.run(spec)
+    assert ds.action_probs.dims == ("seed", "coefficient", "sample", "action")
+    assert ds.action.values.tolist() == ["left", "right", "forward", "pickup", "drop", "toggle", "done"]
+    assert (ds.kl.sel(coefficient=0.0) == 0).all() and (ds.kl.sel(coefficient=8.0) > 0).all()
+    agent = runner.load_model(folder / "results" / "tiny-train" / "models" / "seed=1")
+    traj = load_trajectories(runner.load_spec(spec).spec.data, folder, 0)
+    inputs = windows(traj, np.arange(len(traj.actions)), agent.config)
+    name = "blocks.1.hook_resid_pre"
+    with torch.inference_mode():
+        _, cache = agent.run_with_cache(inputs, names_filter=lambda n: n == name)
+        v = np.random.default_rng(4).standard_normal(32)
+        v = torch.as_tensor(v / np.linalg.norm(v), dtype=torch.float32) * cache[name].norm(dim=-1).mean()
+
+        def add(x, hook):
+            x = x.clone()
+            x[:, -1] += 8.0 * v
+            return x
+
+        expected = torch.softmax(agent.run_with_hooks(inputs, [(name, add)])[:, -1], -1)
+    np.testing.assert_allclose(ds.action_probs.sel(seed=1, coefficient=8.0).values, expected.numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("data, phrase", [
+    ("trajectories: {env: BabyAI-GoToLokal-v0, episodes: 3}", "BabyAI-GoToLocal-v0"),
+    ("trajectories: {env: MiniGrid-Empty-5x5-v0, policy: bot, episodes: 3}", "BabyAI"),
+    ("file: demos.npz", "demos.npz"),
+])
+def test_bad_train_data_exits_2_and_writes_nothing(project, data, phrase):
+    np.savez(project / "demos.npz", images=np.zeros((2, 7, 7, 3), np.uint8), actions=np.zeros(3, np.int8))
+    write_spec(project, TRAIN.replace("ARCH", "behavior_clone").replace(
+        "trajectories: {env: BabyAI-GoToRedBallGrey-v0, policy: bot, episodes: 40, seed: 0}", data))
+    for verb in ("validate", "run"):
+        done = cli(verb, "spec.yaml", cwd=project)
+        assert done.returncode == 2, done.stderr
+        assert "spec.yaml:5:" in done.stderr and phrase in done.stderr and "Traceback" not in done.stderr
+    assert not (project / "results").exists()
+
+
+@pytest.mark.parametrize("damage", ["missing", "config", "weights"])
+def test_missing_or_corrupt_checkpoint_exits_2(trained, project, damage):
+    source = trained[0] / "results" / "tiny-train" / "models" / "seed=0"
+    shutil.copytree(source, project / "ck")
+    if damage == "missing":
+        shutil.rmtree(project / "ck")
+    elif damage == "config":
+        (project / "ck" / "config.json").write_text(json.dumps({"format": "something else"}))
+    else:
+        data = (project / "ck" / "model.safetensors").read_bytes()
+        (project / "ck" / "model.safetensors").write_bytes(data[:200])
+    write_spec(project, """\
+        name: bad-ck
+        model: {checkpoint: ck}
+        data:
+          trajectories: {env: BabyAI-GoToRedBallGrey-v0, episodes: 2}
+        metrics: [action_logits]
+        """)
+    done = cli("run", "spec.yaml", cwd=project)
+    assert done.returncode == 2 and "spec.yaml:2:" in done.stderr and "Traceback" not in done.stderr
+    assert "ck" in done.stderr
+    assert not (project / "results").exists()
