@@ -65,12 +65,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
     errors = []
     for spec in args.specs:
         try:
-            plan = compile_plan(spec)
+            plan = compile_plan(spec, require_runs=False)
         except RunnerError as exc:
             errors.append(exc)
             print(f"error: {exc}", file=sys.stderr)
             continue
         print(f"{spec}: ok ({len(plan.points)} points)")
+        for note in plan.notes:
+            print(f"  note: {note}")
     return 2 if errors else 0
 
 

@@ -28,7 +28,12 @@ def make_inputs(data: Any, model: Any, dims: Any, base_dir: str | Path, default_
         from runner.train import load_trajectories
 
         traj = load_trajectories(data, base_dir, default_seed)
-        return windows(traj, np.arange(len(traj.actions)), model.config).to(device)
+        target = getattr(getattr(data, "trajectories", None), "target_return", None)
+        rtg = None
+        if target is not None:  # the target less what each episode had received before the step
+            received = np.repeat(traj.returns, traj.episode_lengths) - traj.returns_to_go()
+            rtg = (target - received).astype(np.float32)
+        return windows(traj, np.arange(len(traj.actions)), model.config, rtg=rtg).to(device)
     return make_tokens(data, dims.d_vocab, default_seed, device)
 
 

@@ -30,9 +30,10 @@ IDENTITY_EXCLUDES = {"execution", "description", "sweep"}
 METRIC_DIMS = {"logits": ("sample", "vocab"), "probs": ("sample", "vocab"), "logit_diff": ("sample",), "kl": ("sample",)}
 METRIC_VARIABLES = {"logits": ("logits",), "probs": ("probs",), "logit_diff": ("logit_diff",), "kl": ("kl",)}
 RESULT_VARIABLES = ("status", "error", "point_id")
-METRIC_DIMS |= {"action_logits": ("sample", "action"), "action_probs": ("sample", "action")}
-METRIC_VARIABLES |= {"action_logits": ("action_logits",), "action_probs": ("action_probs",)}
-AGENT_METRICS = ("action_logits", "action_probs")
+METRIC_DIMS |= {"action_logits": ("sample", "action"), "action_probs": ("sample", "action"), "rollout": ("episode",)}
+METRIC_VARIABLES |= {"action_logits": ("action_logits",), "action_probs": ("action_probs",),
+                     "rollout": ("return", "success", "episode_length")}
+AGENT_METRICS = ("action_logits", "action_probs", "rollout")
 TOKEN_METRICS = ("logits", "probs", "logit_diff")
 TRAIN_DIMS = ("step", "episode", "loss", "success", "return", "episode_length")
 
@@ -73,6 +74,7 @@ class Plan:
     out_dir: Path
     base_dir: Path
     tasks: list[Task] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def spec(self) -> Spec:
@@ -106,7 +108,7 @@ class Plan:
 
 
 def compile_plan(spec: str | Path | LoadedSpec, *, out: str | Path | None = None,
-                 base_dir: str | Path | None = None) -> Plan:
+                 base_dir: str | Path | None = None, require_runs: bool = True) -> Plan:
     """Compile a spec (path or loaded) into a Plan; raise RunnerError on any problem.
 
     >>> plan = compile_plan("specs/quickstart.yaml")      # doctest: +SKIP
@@ -116,7 +118,16 @@ def compile_plan(spec: str | Path | LoadedSpec, *, out: str | Path | None = None
     loaded = spec if isinstance(spec, LoadedSpec) else load_spec(spec)
     base = Path(base_dir or os.getcwd()).resolve()
     _check_dim_names(loaded)
-    run_axes, run_folders = _run_axes(loaded, base) if isinstance(loaded.spec.model, RunModel) else ([], [])
+    notes: list[str] = []
+    run_axes: list[Any] = []
+    run_folders: list[Path] = []
+    if isinstance(getattr(loaded.spec, "model", None), RunModel):
+        run_folder = base / "results" / loaded.spec.model.run
+        if require_runs or (run_folder / "spec.yaml").is_file():
+            run_axes, run_folders = _run_axes(loaded, base)
+        else:  # validate before training: the spec is checked, the model-dependent checks wait for the run
+            notes.append(f"train run {loaded.spec.model.run!r} does not exist yet ({run_folder}): "
+                         "checks against its models happen once it does")
     axes = tuple(run_axes) + loaded.axes
     run_shape = tuple(len(a) for a in run_axes)
     shape = tuple(len(a) for a in axes)
@@ -124,9 +135,9 @@ def compile_plan(spec: str | Path | LoadedSpec, *, out: str | Path | None = None
     points, problems = [], []
     for index, choice in enumerate(itertools.product(*(range(n) for n in shape))):
         assignments = {m.path: m.values[i] for a, i in zip(axes, choice) for m in a.members if m.path}
-        if run_axes:
-            folder = run_folders[int(np.ravel_multi_index(choice[: len(run_axes)], run_shape))]
-            assignments[("model",)] = {"checkpoint": str(folder)}
+        if run_folders:
+            train_index = int(np.ravel_multi_index(choice[: len(run_axes)], run_shape)) if run_axes else 0
+            assignments[("model",)] = {"checkpoint": str(run_folders[train_index])}
         point_coords = {m.name: m.values[i] for a, i in zip(axes, choice) for m in a.members}
         try:
             point_spec = loaded.cls.model_validate(loaded.point_data(assignments))
@@ -145,7 +156,7 @@ def compile_plan(spec: str | Path | LoadedSpec, *, out: str | Path | None = None
     if ppt == "auto":  # a train point is a whole training run: one per task
         ppt = 1 if isinstance(loaded.spec, TrainSpec) else max(1, min(32, math.ceil(len(points) / 8)))
     out_dir = Path(out).resolve() if out else base / "results" / loaded.spec.name
-    plan = Plan(loaded, run_id, [a.dim for a in axes], shape, coords, points, ppt, out_dir, base)
+    plan = Plan(loaded, run_id, [a.dim for a in axes], shape, coords, points, ppt, out_dir, base, notes=notes)
     plan.tasks = plan.chunk(points)
     return plan
 
@@ -271,6 +282,8 @@ def check_point(spec: Any, base_dir: Path) -> Iterator[tuple[tuple, str]]:
     """Yield (spec path, message) for every model-dependent problem of one resolved point."""
     if isinstance(spec, TrainSpec):
         yield from _check_agent_data(spec.data, ("data",), base_dir, spec.seed)
+        return
+    if isinstance(spec.model, RunModel):  # not expanded: its train run does not exist yet (validate only)
         return
     if isinstance(spec.model, TransformerModel):
         c = spec.model.transformer

@@ -4,6 +4,8 @@ collect demonstrations, build the agent, then loop (sample windows, step, log), 
 from __future__ import annotations
 
 import math
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +44,12 @@ def agent_config(spec: TrainSpec, traj: Trajectories, point_seed: int) -> AgentC
     )
 
 
-def train_point(spec: TrainSpec, point_seed: int, base_dir: str, device: str = "cpu") -> tuple[xr.Dataset, Agent]:
-    """Train one agent; returns (loss over step and evaluation over episode, the trained agent)."""
+def train_point(spec: TrainSpec, point_seed: int, base_dir: str, device: str = "cpu",
+                label: str = "") -> tuple[xr.Dataset, Agent]:
+    """Train one agent; returns (loss over step and evaluation over episode, the trained agent).
+
+    Prints a progress line to stderr every ~10 s (step, loss, rate) tagged with ``label``.
+    """
     torch.manual_seed(point_seed)
     rng = np.random.default_rng(point_seed)
     traj = load_trajectories(spec.data, base_dir, spec.seed)
@@ -55,6 +61,7 @@ def train_point(spec: TrainSpec, point_seed: int, base_dir: str, device: str = "
     state_positions = torch.tensor(config.state_positions())
     steps, losses = [], []
     agent.train()
+    start = last_report = time.monotonic()
     for step in range(1, opt.steps + 1):
         ends = rng.integers(0, len(traj.actions), size=opt.batch_size)
         batch = windows(traj, ends, config).to(device)
@@ -68,6 +75,11 @@ def train_point(spec: TrainSpec, point_seed: int, base_dir: str, device: str = "
         if step % opt.log_every == 0 or step == opt.steps:
             steps.append(step)
             losses.append(float(loss.detach()))
+        if time.monotonic() - last_report > 10:
+            last_report = time.monotonic()
+            rate = step / (last_report - start)
+            print(f"  train {label or spec.name}: step {step}/{opt.steps}  loss {float(loss.detach()):.3f}  "
+                  f"{rate:.1f} steps/s  ETA {(opt.steps - step) / rate:.0f}s", file=sys.stderr, flush=True)
     agent.eval()
     ds = xr.Dataset({"loss": (("step",), np.array(losses, dtype=np.float32),
                               {"long_name": "training cross-entropy of the demonstrated action", "units": "nats"})},

@@ -26,6 +26,6 @@ def test_no_source_file_is_git_ignored():
 def test_readme_opens_with_the_two_commands_and_ci_runs_the_second():
     lines = (ROOT / "README.md").read_text().splitlines()
     block = lines[lines.index("```bash") + 1: lines.index("```bash") + 3]
-    assert "runner run specs/quickstart.yaml" in block[0]
+    assert "runner run specs/quickstart_train.yaml" in block[0] and "runner run specs/quickstart.yaml" in block[0]
     assert "pytest" in block[1]
     assert block[1] in (ROOT / ".ci" / "run").read_text()

@@ -90,7 +90,8 @@ def _train(point: Point, task: Task, device: str, records: dict, files: dict) ->
     from runner.train import train_point
 
     try:
-        ds, agent = train_point(point.spec, point.seed, task.base_dir, device)
+        label = point.spec.name + (f" {point_folder(point)}" if point.coords else "")
+        ds, agent = train_point(point.spec, point.seed, task.base_dir, device, label)
         checkpoint = checkpoint_files(agent)
     except Exception:
         records[point.index] = _error()
@@ -129,11 +130,24 @@ def _run_group(points: list[Point], task: Task, device: str, records: dict) -> N
             prepared.append((p, interventions.prepare(p.spec.intervention, ctx, p.seed)))
         except Exception:
             records[p.index] = _error()
+    edits_of = {p.index: edits for p, edits in prepared}
     for p, out in _forward(ctx, prepared, clean, records):
         try:
-            records[p.index] = _metric_dataset(metrics.measure(p.spec.metrics, clean, out))
+            result = metrics.measure(p.spec.metrics, clean, out)
+            for metric in p.spec.metrics:
+                if metric.kind in metrics.CLOSED_LOOP:
+                    result |= _closed_loop(metric, ctx, edits_of[p.index], p.spec)
+            records[p.index] = _metric_dataset(result)
         except Exception:
             records[p.index] = _error()
+
+
+def _closed_loop(metric: Any, ctx: Context, edits: list, spec: Any) -> dict:
+    from runner.metrics.rollout import rollout
+
+    target = getattr(getattr(spec.data, "trajectories", None), "target_return", None)
+    with torch.inference_mode(False), torch.no_grad():
+        return rollout(metric, ctx.model, edits, target, ctx.device)
 
 
 def _forward(ctx: Context, prepared: list, clean: torch.Tensor, records: dict):

@@ -53,9 +53,13 @@ REGISTRY: dict[str, Callable[..., Result]] = {
 }
 
 
+CLOSED_LOOP = ("rollout",)  # measured by playing episodes, not from one forward pass (see rollout.py)
+
+
 def measure(metrics: list[Any], clean: torch.Tensor, out: torch.Tensor) -> Result:
-    """Every metric of a point, merged into one result."""
+    """Every forward-pass metric of a point, merged into one result."""
     result: Result = {}
     for metric in metrics:
-        result.update(REGISTRY[metric.kind](metric, clean, out))
+        if metric.kind not in CLOSED_LOOP:
+            result.update(REGISTRY[metric.kind](metric, clean, out))
     return result

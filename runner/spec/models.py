@@ -118,6 +118,9 @@ class TrajectoryOptions(Strict):
     seed: int | None = Field(None, ge=0, description="Episode e uses env seed seed + e; default: the spec's seed.")
     max_steps: int | None = Field(None, ge=1, description="Truncate episodes here; default: the env's own limit.")
     epsilon: float = Field(0.0, ge=0, le=1, description="bot: each action is replaced by a random one with this probability.")
+    target_return: float | None = Field(
+        None, description="Decision transformers: condition RTG tokens on this return (less rewards already received) "
+                          "instead of the episodes' own; closed-loop rollouts start from it too. Sweep it for an RTG scan.")
 
 
 class TrajectoryData(Strict):
@@ -202,6 +205,14 @@ class KLMetric(Strict):
     kind: Literal["kl"] = Field(description="KL(p_clean || p_intervened) at the last position, nats: dims (sample,).")
 
 
+class RolloutMetric(Strict):
+    kind: Literal["rollout"] = Field(description="Agents: closed-loop episodes with the intervention applied at every "
+                                                 "step: return, success, episode_length over dim episode.")
+    episodes: int = Field(50, ge=1, description="Episodes, all played at once.")
+    seed: int = Field(1_000_000, ge=0, description="Episode e uses env seed seed + e.")
+    max_steps: int | None = Field(None, ge=1, description="Truncate episodes; default: the env's limit.")
+
+
 class ActionLogitsMetric(Strict):
     kind: Literal["action_logits"] = Field(description="Agents: logits of the current action: dims (sample, action).")
 
@@ -221,7 +232,7 @@ def _metric_entry(value: Any) -> Any:
 
 
 Metric = Annotated[
-    Union[LogitsMetric, ProbsMetric, LogitDiffMetric, KLMetric, ActionLogitsMetric, ActionProbsMetric],
+    Union[LogitsMetric, ProbsMetric, LogitDiffMetric, KLMetric, ActionLogitsMetric, ActionProbsMetric, RolloutMetric],
     Field(discriminator="kind"),
     BeforeValidator(_metric_entry),
 ]
@@ -280,7 +291,7 @@ class Spec(SpecBase):
     intervention: Intervention | None = Field(None, description="Absent: a plain run.")
     metrics: list[Metric] = Field(default_factory=lambda: [LogitsMetric(kind="logits")], min_length=1,
                                   description="What to measure: logits | probs | {logit_diff: {tokens: [a, b]}} | kl | "
-                                              "action_logits | action_probs.")
+                                              "action_logits | action_probs | {rollout: {episodes: N}}.")
 
     @field_validator("metrics")
     @classmethod
