@@ -23,7 +23,7 @@ from runner.spec.models import FileData, TrainSpec
 
 def load_trajectories(data: Any, base_dir: str | Path, default_seed: int) -> Trajectories:
     """The demonstrations a data source names: generated once and cached, or read from an .npz."""
-    from runner.plan import resolve_path
+    from runner.checks import resolve_path
 
     if isinstance(data, FileData):
         return Trajectories.load_npz(resolve_path(data.file, base_dir))

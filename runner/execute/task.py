@@ -24,7 +24,8 @@ from runner.data import batch_size, make_inputs, repeat_rows
 from runner.envs import ACTIONS
 from runner.execute import TaskResult
 from runner.models import get_model, pick_device
-from runner.plan import Point, Task, model_dims, point_folder
+from runner.checks import model_dims
+from runner.plan import Point, Task, point_folder
 from runner.sites import Dims
 from runner.spec import TrainSpec, content_id
 

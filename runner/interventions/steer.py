@@ -6,7 +6,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from runner.plan import resolve_path
+from runner.checks import resolve_path
 from runner.sites import position_indices, resolve_site
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from runner.plan import resolve_path
+from runner.checks import resolve_path
 from runner.spec import content_id
 from runner.spec.models import CheckpointModel, TransformerModel
 

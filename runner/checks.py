@@ -1,0 +1,182 @@
+"""Model-dependent checks of one resolved grid point: everything knowable without running it.
+
+Layer, head and position in range for the model; vector files present and of the
+right length; data the model can read; metrics that fit the model. Torch-free:
+checkpoint sizes come from their config.json, weights are never loaded here.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from runner.sites import HEAD_HOOKS, Dims, SiteError, position_indices, resolve_site
+from runner.spec.models import (CheckpointModel, FileData, RunModel, Spec, TokensData, TrainSpec, TrajectoryData,
+                                 TransformerModel)
+
+METRIC_DIMS = {"logits": ("sample", "vocab"), "probs": ("sample", "vocab"), "logit_diff": ("sample",), "kl": ("sample",)}
+METRIC_VARIABLES = {"logits": ("logits",), "probs": ("probs",), "logit_diff": ("logit_diff",), "kl": ("kl",)}
+RESULT_VARIABLES = ("status", "error", "point_id")
+METRIC_DIMS |= {"action_logits": ("sample", "action"), "action_probs": ("sample", "action"), "rollout": ("episode",)}
+METRIC_VARIABLES |= {"action_logits": ("action_logits",), "action_probs": ("action_probs",),
+                     "rollout": ("return", "success", "episode_length")}
+AGENT_METRICS = ("action_logits", "action_probs", "rollout")
+TOKEN_METRICS = ("logits", "probs", "logit_diff")
+
+def model_dims(spec: Spec, base_dir: Path | str = ".") -> Dims:
+    """The sizes of the spec's model, read from its config without building it."""
+    source = spec.model
+    if isinstance(source, TransformerModel):
+        c = source.transformer
+        d_head = c.d_head or (c.d_model // c.n_heads)
+        return Dims(c.n_layers, c.d_model, c.n_heads, d_head, c.d_mlp or 4 * c.d_model, c.d_vocab, c.n_ctx, c.attn_only)
+    if isinstance(source, CheckpointModel):
+        from runner.models.checkpoint import read_config
+
+        c = read_config(resolve_path(source.checkpoint, base_dir))["config"]
+        tokens_per_step = 3 if c["architecture"] == "decision_transformer" else 2
+        n_ctx = c["mission_length"] + tokens_per_step * c["context"] - 1
+        return Dims(c["n_layers"], c["d_model"], c["n_heads"], c["d_model"] // c["n_heads"],
+                    c.get("d_mlp") or 4 * c["d_model"], 7, n_ctx)
+    raise TypeError(f"unknown model source {type(source).__name__}")
+
+
+def is_agent(spec: Spec) -> bool:
+    """Whether the spec's model is a gridworld agent (a checkpoint) rather than a token model."""
+    return isinstance(spec.model, CheckpointModel)
+
+
+def data_shape(data: Any, spec: Spec, dims: Dims | None = None) -> tuple[int | None, int]:
+    """(batch, length) of the model's input; agents read windows of their own n_ctx."""
+    if isinstance(data, TokensData):
+        return len(data.tokens), len(data.tokens[0])
+    if isinstance(data, (TrajectoryData, FileData)):
+        return None, (dims or model_dims(spec)).n_ctx
+    return data.random_tokens.batch, data.random_tokens.length
+
+
+def check_point(spec: Any, base_dir: Path) -> Iterator[tuple[tuple, str]]:
+    """Yield (spec path, message) for every model-dependent problem of one resolved point."""
+    if isinstance(spec, TrainSpec):
+        yield from _check_agent_data(spec.data, ("data",), base_dir, spec.seed)
+        return
+    if isinstance(spec.model, RunModel):  # not expanded: its train run does not exist yet (validate only)
+        return
+    if isinstance(spec.model, TransformerModel):
+        c = spec.model.transformer
+        if c.d_head is None and c.d_model % c.n_heads:
+            yield ("model", "transformer", "n_heads"), (
+                f"n_heads ({c.n_heads}) must divide d_model ({c.d_model}), or give d_head")
+            return
+    try:
+        dims = model_dims(spec, base_dir)
+    except ValueError as exc:  # a missing or corrupt checkpoint
+        yield ("model", "checkpoint"), str(exc)
+        return
+    agent_data = isinstance(spec.data, (TrajectoryData, FileData))
+    if is_agent(spec) != agent_data:
+        yield ("data",), ("an agent reads trajectories (data: {trajectories: ...} or {file: ...npz})" if is_agent(spec)
+                          else "a token model reads tokens (data: {tokens: ...} or {random_tokens: ...})")
+        return
+    if agent_data:
+        yield from _check_agent_data(spec.data, ("data",), base_dir, spec.seed)
+    else:
+        yield from _check_tokens(spec.data, ("data",), dims, spec)
+    _, length = data_shape(spec.data, spec, dims)
+    iv = spec.intervention
+    if iv is not None:
+        try:
+            site = resolve_site(iv.hook, iv.layer, dims)
+        except SiteError as exc:
+            yield ("intervention", exc.field if exc.field == "hook" or iv.layer is not None else "hook"), str(exc)
+            return
+        if iv.head is not None:
+            if not site.has_heads:
+                yield ("intervention", "head"), f"hook {site.name} has no heads; head applies to {', '.join(HEAD_HOOKS)}"
+            elif iv.head >= dims.n_heads:
+                yield ("intervention", "head"), f"head {iv.head} is out of range: the model has {dims.n_heads} heads (0..{dims.n_heads - 1})"
+        try:
+            position_indices(iv.position, length)
+        except ValueError as exc:
+            yield ("intervention", "position"), str(exc)
+        yield from _check_vector(iv, site, dims, base_dir, spec)
+    for i, metric in enumerate(spec.metrics):
+        if metric.kind in AGENT_METRICS and not is_agent(spec):
+            yield ("metrics", i), f"metric {metric.kind!r} measures agents; a token model has logits, probs, logit_diff, kl"
+        if metric.kind in TOKEN_METRICS and is_agent(spec):
+            yield ("metrics", i), f"metric {metric.kind!r} measures token models; an agent has action_logits, action_probs, kl"
+        for t in getattr(metric, "tokens", []):
+            if t >= dims.d_vocab:
+                yield ("metrics", i), f"token id {t} is out of range for d_vocab {dims.d_vocab}"
+
+
+def _check_agent_data(data: Any, path: tuple, base_dir: Path, seed: int) -> Iterator[tuple[tuple, str]]:
+    if isinstance(data, TrajectoryData):
+        from runner.envs.trajectories import check_env
+
+        message = check_env(data.trajectories.env, data.trajectories.policy)
+        if message:
+            yield path + ("trajectories", "env"), message
+    else:
+        file = resolve_path(data.file, base_dir)
+        if not file.is_file():
+            yield path + ("file",), f"trajectory file not found: {file}"
+            return
+        from runner.envs.trajectories import Trajectories
+
+        try:
+            Trajectories.load_npz(file)
+        except ValueError as exc:
+            yield path + ("file",), str(exc)
+
+
+def _check_tokens(data: Any, path: tuple, dims: Dims, spec: Spec) -> Iterator[tuple[tuple, str]]:
+    _, length = data_shape(data, spec)
+    if length > dims.n_ctx:
+        where = path + (("tokens",) if isinstance(data, TokensData) else ("random_tokens", "length"))
+        yield where, f"sequences of length {length} exceed the model's context n_ctx={dims.n_ctx}"
+    if isinstance(data, TokensData):
+        top = max(max(row) for row in data.tokens)
+        if top >= dims.d_vocab:
+            yield path + ("tokens",), f"token id {top} is out of range for d_vocab {dims.d_vocab}"
+
+
+def _check_vector(iv: Any, site: Any, dims: Dims, base_dir: Path, spec: Spec) -> Iterator[tuple[tuple, str]]:
+    try:
+        width = site.width(dims)
+    except ValueError as exc:
+        yield ("intervention", "hook"), f"cannot steer: {exc}"
+        return
+    source = iv.vector
+    if hasattr(source, "file"):
+        path = ("intervention", "vector", "file")
+        file = resolve_path(source.file, base_dir)
+        if not file.is_file():
+            yield path, f"vector file {'is a directory' if file.is_dir() else 'not found'}: {file}"
+            return
+        try:
+            shape = npy_shape(file)
+        except (OSError, ValueError) as exc:
+            yield path, f"not a readable .npy file: {file} ({exc})"
+            return
+        if shape != (width,):
+            yield path, f"vector has shape {shape}, but {site.name} needs a vector of length {width}"
+    elif hasattr(source, "contrast"):
+        for side in ("positive", "negative"):
+            yield from _check_tokens(getattr(source.contrast, side), ("intervention", "vector", "contrast", side), dims, spec)
+
+
+def resolve_path(path: str, base_dir: Path | str) -> Path:
+    """A spec path resolved against the directory runner was started in."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else Path(base_dir) / p
+
+
+def npy_shape(file: Path) -> tuple[int, ...]:
+    """The array shape a .npy file declares in its header (the data is not read)."""
+    with open(file, "rb") as f:
+        major, _ = np.lib.format.read_magic(f)
+        read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+        shape, _, _ = read(f)
+    return tuple(shape)
