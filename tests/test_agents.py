@@ -181,3 +181,15 @@ def test_missing_or_corrupt_checkpoint_exits_2(trained, project, damage):
     assert done.returncode == 2 and "spec.yaml:2:" in done.stderr and "Traceback" not in done.stderr
     assert "ck" in done.stderr
     assert not (project / "results").exists()
+
+
+def test_training_on_ray_writes_the_same_models(trained, ray_session, tmp_path):
+    folder, local = trained
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(folder)
+        remote = runner.run(folder / "train.yaml", executor="ray", out=tmp_path / "ray")
+    np.testing.assert_array_equal(remote.loss.values, local.loss.values)
+    for point in ("seed=0", "seed=1"):
+        a = load_agent(tmp_path / "ray" / "models" / point).state_dict()
+        b = load_agent(folder / "results" / "tiny-train" / "models" / point).state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a)
