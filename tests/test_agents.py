@@ -193,3 +193,28 @@ def test_training_on_ray_writes_the_same_models(trained, ray_session, tmp_path):
         a = load_agent(tmp_path / "ray" / "models" / point).state_dict()
         b = load_agent(folder / "results" / "tiny-train" / "models" / point).state_dict()
         assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_rollout_metric_with_coefficient_0_is_the_plain_agent(trained):
+    from runner.envs.rollout import rollout
+    from runner.models.windows import AgentPolicy
+
+    folder, _ = trained
+    spec = write_spec(folder, """\
+        name: roll-tiny
+        model: {checkpoint: results/tiny-train/models/seed=0}
+        data:
+          trajectories: {env: BabyAI-GoToRedBallGrey-v0, episodes: 2, seed: 900}
+        intervention: {kind: steer, hook: resid_post, layer: 1, position: last, vector: {random: {seed: 1, norm: 50.0}}}
+        sweep:
+          intervention.coefficient: [0.0, 1.0]
+        metrics: [{rollout: {episodes: 12, seed: 77}}]
+        """, "roll.yaml")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(folder)
+        ds = runner.run(spec)
+    agent = runner.load_model(folder / "results" / "tiny-train" / "models" / "seed=0")
+    plain = rollout("BabyAI-GoToRedBallGrey-v0", AgentPolicy(agent), 12, 77)
+    np.testing.assert_array_equal(ds.episode_length.sel(coefficient=0.0).values, plain["episode_length"])
+    np.testing.assert_array_equal(ds["return"].sel(coefficient=0.0).values, plain["return"])
+    assert ds.episode.size == 12 and ds.success.dims == ("coefficient", "episode")
