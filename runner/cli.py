@@ -103,6 +103,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     outcome = execute(plan, executor=args.executor, address=args.address, fresh=args.fresh)
     total = len(plan.points)
     print(f"wrote {outcome.folder.result_file}  ({total - len(outcome.failed)} of {total} points ok)")
+    if "success" in outcome.dataset and "random_success" in outcome.dataset:
+        _print_training_summary(outcome.dataset, plan)
     if outcome.failed:
         print(f"{len(outcome.failed)} of {total} points failed:", file=sys.stderr)
         for point, message in outcome.failed[:20]:
@@ -112,6 +114,17 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"  ... and {len(outcome.failed) - 20} more (see the error variable)", file=sys.stderr)
         return EXIT_FAILED_POINTS
     return 0
+
+
+def _print_training_summary(ds, plan) -> None:
+    """Success of each trained agent on the evaluation seeds, beside a random policy's."""
+    success = ds["success"].mean("episode")
+    random = ds["random_success"].mean("episode")
+    for point in plan.points:
+        where = {k: v for k, v in point.coords.items() if k in success.dims}
+        label = ", ".join(f"{k}={v}" for k, v in point.coords.items()) or plan.spec.name
+        print(f"  {label}: success {float(success.sel(where)):.1%} over {ds.sizes['episode']} unseen episodes "
+              f"(random policy {float(random.sel(where)):.1%})")
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -26,7 +26,7 @@ from runner.spec.sweep import value_place
 from runner.spec.yaml_loader import Located, dotted
 
 IDENTITY_EXCLUDES = {"execution", "description", "sweep"}
-TRAIN_DIMS = ("step", "episode", "loss", "success", "return", "episode_length")
+TRAIN_DIMS = ("step", "episode", "loss", "success", "return", "episode_length", "random_success", "random_return")
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import torch
 import xarray as xr
 
 from runner.envs.trajectories import Trajectories, cached
-from runner.envs.rollout import rollout
+from runner.envs.rollout import RandomPolicy, rollout
 from runner.envs.vocab import tokenize
 from runner.models.agent import Agent, AgentConfig
 from runner.models.windows import AgentPolicy, windows
@@ -90,10 +90,16 @@ def train_point(spec: TrainSpec, point_seed: int, base_dir: str, device: str = "
 
 
 def evaluate(agent: Agent, spec: TrainSpec, config: AgentConfig, device: str) -> xr.Dataset:
-    """Closed-loop episodes of the trained agent on evaluation seeds."""
-    policy = AgentPolicy(agent, spec.eval.target_return, device)
-    result = rollout(config.env_id, policy, spec.eval.episodes, spec.eval.seed, spec.eval.max_steps)
-    return episode_dataset(result)
+    """Closed-loop episodes of the trained agent on evaluation seeds, beside a random policy's on the same seeds."""
+    ev = spec.eval
+    result = rollout(config.env_id, AgentPolicy(agent, ev.target_return, device), ev.episodes, ev.seed, ev.max_steps)
+    baseline = rollout(config.env_id, RandomPolicy(ev.seed), ev.episodes, ev.seed, ev.max_steps)
+    ds = episode_dataset(result)
+    ds["random_success"] = ("episode", baseline["success"].astype(np.float32),
+                            {"long_name": "a uniformly random policy reached the goal (same env seeds)"})
+    ds["random_return"] = ("episode", baseline["return"].astype(np.float32),
+                           {"long_name": "a uniformly random policy's return (same env seeds)"})
+    return ds
 
 
 def episode_dataset(result: dict[str, np.ndarray]) -> xr.Dataset:
