@@ -100,7 +100,10 @@ def check_point(spec: Any, base_dir: Path) -> Iterator[tuple[tuple, str]]:
             position_indices(iv.position, length)
         except ValueError as exc:
             yield ("intervention", "position"), str(exc)
-        yield from _check_vector(iv, site, dims, base_dir, spec)
+        if iv.kind == "steer":
+            yield from _check_vector(iv, site, dims, base_dir, spec)
+        elif iv.kind == "patch":
+            yield from _check_source(iv.source, spec, dims, base_dir)
     for i, metric in enumerate(spec.metrics):
         if metric.kind in AGENT_METRICS and not is_agent(spec):
             yield ("metrics", i), f"metric {metric.kind!r} measures agents; a token model has logits, probs, logit_diff, kl"
@@ -140,6 +143,21 @@ def _check_tokens(data: Any, path: tuple, dims: Dims, spec: Spec) -> Iterator[tu
         top = max(max(row) for row in data.tokens)
         if top >= dims.d_vocab:
             yield path + ("tokens",), f"token id {top} is out of range for d_vocab {dims.d_vocab}"
+
+
+def _check_source(source: Any, spec: Any, dims: Dims, base_dir: Path) -> Iterator[tuple[tuple, str]]:
+    """A patch source must give activations of the same shape as the data."""
+    path = ("intervention", "source")
+    if isinstance(source, (TrajectoryData, FileData)) != isinstance(spec.data, (TrajectoryData, FileData)):
+        yield path, "a patch source is the same kind of data as data: (tokens for token models, trajectories for agents)"
+        return
+    if isinstance(source, (TrajectoryData, FileData)):
+        yield from _check_agent_data(source, path, base_dir, spec.seed)
+        return
+    yield from _check_tokens(source, path, dims, spec)
+    if data_shape(source, spec) != data_shape(spec.data, spec):
+        yield path, (f"the source has shape (batch, length) {data_shape(source, spec)} but data has "
+                     f"{data_shape(spec.data, spec)}: patching pairs them up sample by sample")
 
 
 def _check_vector(iv: Any, site: Any, dims: Dims, base_dir: Path, spec: Spec) -> Iterator[tuple[tuple, str]]:

@@ -7,25 +7,19 @@ import numpy as np
 import torch
 
 from runner.checks import resolve_path
-from runner.sites import position_indices, resolve_site
+from runner.interventions import Edit, address
 
 
-def steer(iv: Any, ctx: Any, seed: int) -> list[tuple[str, Any]]:
+def steer(iv: Any, ctx: Any, seed: int) -> list[Edit]:
     """One edit adding coefficient · vector at the addressed site."""
-    site = resolve_site(iv.hook, iv.layer, ctx.dims)
+    site, index = address(iv, ctx)
     vector = steering_vector(iv.vector, site, ctx, default_seed=ctx.spec_seed, head=iv.head)
     delta = (iv.coefficient * vector).to(ctx.device)
-    positions = position_indices(iv.position, ctx.length)
-    head = iv.head
 
     def edit(x: torch.Tensor) -> torch.Tensor:
-        x = x.clone()
-        target = x if head is None else x[:, :, head]
-        if positions is None:
-            target += delta
-        else:
-            target[:, positions] += delta
-        return x
+        y = x.clone()
+        y[index] = x[index] + delta
+        return y
 
     return [(site.name, edit)]
 

@@ -171,19 +171,48 @@ VectorSource = one_of("vector", FileVector, RandomVector, ContrastVector)
 Position = Union[Literal["all", "last"], int, Annotated[list[int], Field(min_length=1)]]
 
 
-class Steer(Strict):
+class Addressed(Strict):
+    """Where an intervention acts; every kind shares this address and a coefficient."""
+
+    hook: str = Field("resid_pre", description="TransformerLens hook: short (resid_pre, attn_out, z, ...) or full (blocks.1.hook_resid_pre).")
+    layer: int | None = Field(None, ge=0, description="Block index; required for block hooks given by short name.")
+    head: int | None = Field(None, ge=0, description="Head index, for z / q / k / v / pattern / attn_scores hooks.")
+    position: Position = Field("all", description="all | last | an index (negative counts from the end) | a list of "
+                                                  "indices; for pattern / attn_scores, the query position.")
+    coefficient: float = Field(1.0, description="How much of the intervention: 0 leaves the model untouched.")
+
+
+class Steer(Addressed):
     """x + c·v at the addressed site."""
 
     kind: Literal["steer"] = Field(description="steer: add c·v to the activation.")
-    hook: str = Field("resid_pre", description="TransformerLens hook: short (resid_pre, attn_out, z, ...) or full (blocks.1.hook_resid_pre).")
-    layer: int | None = Field(None, ge=0, description="Block index; required for block hooks given by short name.")
-    head: int | None = Field(None, ge=0, description="Head index, for z / q / k / v hooks.")
-    position: Position = Field("all", description="all | last | an index (negative counts from the end) | a list of indices.")
-    coefficient: float = Field(1.0, description="c in x + c·v; 0 leaves the model untouched.")
     vector: VectorSource = Field(description="Where v comes from: file | random | contrast.")
 
 
-Intervention = Steer
+class Scale(Addressed):
+    """(1 + c)·x at the addressed site."""
+
+    kind: Literal["scale"] = Field(description="scale: multiply the activation by 1 + c (c = -1 zeroes it).")
+
+
+class Ablate(Addressed):
+    """x + c·(r − x), r the zero, mean or resampled activation at the site."""
+
+    kind: Literal["ablate"] = Field(description="ablate: move the activation towards a reference r.")
+    method: Literal["zero", "mean", "resample"] = Field(
+        "mean", description="zero: r = 0; mean: r = the mean over the data's samples at that site and position; "
+                            "resample: r = the activation of another sample (a seeded permutation).")
+    seed: int | None = Field(None, ge=0, description="resample: seed of the permutation; default: the spec's seed.")
+
+
+class Patch(Addressed):
+    """x + c·(x_source − x): activations of a source run patched in."""
+
+    kind: Literal["patch"] = Field(description="patch: move the activation towards the source run's.")
+    source: DataSource = Field(description="The inputs whose activations are patched in; same shape as data.")
+
+
+Intervention = Annotated[Union[Steer, Scale, Ablate, Patch], Field(discriminator="kind")]
 
 
 # ---------------------------------------------------------------- metrics
