@@ -56,6 +56,9 @@ def _explain(err: dict, data: Any, model: type[BaseModel]) -> tuple[Path, str, b
         choices = [c.strip(" '") for c in expected.replace(" or ", ",").split(",") if c.strip(" '")]
         if kind == "union_tag_invalid":
             got = err["ctx"]["tag"]
+            field = err["ctx"].get("discriminator", "").strip("'")
+            if isinstance(_node(data, path), dict) and field in _node(data, path):
+                path += (field,)  # point at the misspelt tag itself
             what = "metric" if loc[:1] == ("metrics",) else "kind"
             msg = f"unknown {what} {got!r}; expected one of {expected}"
         else:
@@ -72,6 +75,12 @@ def _explain(err: dict, data: Any, model: type[BaseModel]) -> tuple[Path, str, b
     elif kind not in ("one_source",) and not isinstance(err.get("input"), (dict, list)):
         msg += f", got {err.get('input')!r}"
     return path, msg, False
+
+
+def _node(data: Any, path: Path) -> Any:
+    for part in path:
+        data = data[part]
+    return data
 
 
 def _did_you_mean(word: Any, choices: Iterable[str]) -> str:
