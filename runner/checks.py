@@ -11,7 +11,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from runner.sites import HEAD_HOOKS, Dims, SiteError, position_indices, resolve_site
+from runner.sites import HEAD_HOOKS, Dims, SiteError, agent_roles, position_indices, resolve_site
 from runner.spec.models import (CheckpointModel, FileData, RunModel, Spec, TokensData, TrainSpec, TrajectoryData,
                                  TransformerModel)
 
@@ -35,10 +35,9 @@ def model_dims(spec: Spec, base_dir: Path | str = ".") -> Dims:
         from runner.models.checkpoint import read_config
 
         c = read_config(resolve_path(source.checkpoint, base_dir))["config"]
-        tokens_per_step = 3 if c["architecture"] == "decision_transformer" else 2
-        n_ctx = c["mission_length"] + tokens_per_step * c["context"] - 1
+        roles = agent_roles(c["architecture"], c["mission_length"], c["context"])
         return Dims(c["n_layers"], c["d_model"], c["n_heads"], c["d_model"] // c["n_heads"],
-                    c.get("d_mlp") or 4 * c["d_model"], 7, n_ctx)
+                    c.get("d_mlp") or 4 * c["d_model"], 7, len(roles), roles=roles)
     raise TypeError(f"unknown model source {type(source).__name__}")
 
 
@@ -97,7 +96,7 @@ def check_point(spec: Any, base_dir: Path) -> Iterator[tuple[tuple, str]]:
             elif iv.head >= dims.n_heads:
                 yield ("intervention", "head"), f"head {iv.head} is out of range: the model has {dims.n_heads} heads (0..{dims.n_heads - 1})"
         try:
-            position_indices(iv.position, length)
+            position_indices(iv.position, length, dims.roles)
         except ValueError as exc:
             yield ("intervention", "position"), str(exc)
         if iv.kind == "steer":

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 _BLOCK = {"resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out"}
 _ATTN = {"z", "q", "k", "v", "pattern", "attn_scores"}
@@ -39,6 +40,7 @@ class Dims:
     d_vocab: int
     n_ctx: int
     attn_only: bool = False
+    roles: tuple[str, ...] | None = None   # agents: the role label of every position
 
 
 @dataclass(frozen=True)
@@ -102,12 +104,46 @@ def _full_names(layer: int) -> list[str]:
             + [f"blocks.{layer}.mlp.hook_pre", f"blocks.{layer}.mlp.hook_post"])
 
 
-def position_indices(position: str | int | list[int], length: int) -> list[int] | None:
+def agent_roles(architecture: str, mission_length: int, context: int) -> tuple[str, ...]:
+    """Role labels of an agent's positions: I0 .. I{m-1}, then R1 S1 A1 ... RK SK (no R for BC)."""
+    step = ["R", "S", "A"] if architecture == "decision_transformer" else ["S", "A"]
+    labels = [f"I{i}" for i in range(mission_length)] + [f"{r}{k}" for k in range(1, context + 1) for r in step]
+    return tuple(labels[:-1])  # the window ends at the current state: its action is what is predicted
+
+
+_ROLE_LETTER = {"state": "S", "action": "A", "rtg": "R"}
+
+
+def symbolic_index(token: str, timestep: int, roles: tuple[str, ...] | None) -> int:
+    """The position of ``{token, timestep}`` in an agent's window (timestep 1..K, or -1 = the current step)."""
+    if roles is None:
+        raise ValueError("a symbolic position ({token: ..., timestep: ...}) addresses agents; "
+                         "a token model takes all, last or indices")
+    if token == "instruction":
+        words = [r for r in roles if r.startswith("I")]
+        if not -len(words) <= timestep < len(words):
+            raise ValueError(f"instruction word {timestep} is out of range: the agent reads {len(words)} words")
+        return roles.index(words[timestep])
+    context = max(int(r[1:]) for r in roles if r[0] == "S")
+    step = timestep + context + 1 if timestep < 0 else timestep
+    if not 1 <= step <= context:
+        raise ValueError(f"timestep {timestep} is beyond the context: the window holds timesteps 1..{context} "
+                         f"(or -1..-{context} from the current one)")
+    label = f"{_ROLE_LETTER[token]}{step}"
+    if label not in roles:
+        why = "a behaviour clone has no RTG tokens" if token == "rtg" else "the current step's action is what is predicted"
+        raise ValueError(f"no {token} token at timestep {timestep} ({label}): {why}")
+    return roles.index(label)
+
+
+def position_indices(position: Any, length: int, roles: tuple[str, ...] | None = None) -> list[int] | None:
     """Non-negative indices a position selects in a sequence of ``length``; None means all."""
     if position == "all":
         return None
     if position == "last":
         return [length - 1]
+    if hasattr(position, "token"):
+        return [symbolic_index(position.token, position.timestep, roles)]
     wanted = [position] if isinstance(position, int) else list(position)
     bad = [p for p in wanted if not -length <= p < length]
     if bad:

@@ -218,3 +218,50 @@ def test_rollout_metric_with_coefficient_0_is_the_plain_agent(trained):
     np.testing.assert_array_equal(ds.episode_length.sel(coefficient=0.0).values, plain["episode_length"])
     np.testing.assert_array_equal(ds["return"].sel(coefficient=0.0).values, plain["return"])
     assert ds.episode.size == 12 and ds.success.dims == ("coefficient", "episode")
+
+
+@pytest.mark.parametrize("position, role", [("{token: state, timestep: -1}", "S3"), ("{token: action, timestep: -2}", "A2"),
+                                            ("{token: state, timestep: 1}", "S1"), ("{token: instruction, timestep: 0}", "I0")])
+def test_symbolic_positions_address_roles(trained, position, role):
+    folder, _ = trained
+    spec = write_spec(folder, f"""\
+        name: symbolic
+        model: {{checkpoint: results/tiny-train/models/seed=0}}
+        data:
+          trajectories: {{env: BabyAI-GoToRedBallGrey-v0, episodes: 3, seed: 700}}
+        intervention: {{kind: ablate, method: mean, hook: resid_pre, layer: 1, position: {position}, coefficient: 1.0}}
+        metrics: [action_logits]
+        """, "symbolic.yaml")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(folder)
+        ds = runner.run(spec, fresh=True)
+    agent = runner.load_model(folder / "results" / "tiny-train" / "models" / "seed=0")
+    traj = load_trajectories(runner.load_spec(spec).spec.data, folder, 0)
+    inputs = windows(traj, np.arange(len(traj.actions)), agent.config)
+    index = agent.config.roles().index(role)
+    name = "blocks.1.hook_resid_pre"
+    with torch.inference_mode():
+        _, cache = agent.run_with_cache(inputs, names_filter=lambda n: n == name)
+        mean = cache[name].mean(0)
+
+        def ablate(x, hook):
+            x = x.clone()
+            x[:, index] = mean[index]
+            return x
+
+        expected = agent.run_with_hooks(inputs, [(name, ablate)])[:, -1]
+    np.testing.assert_allclose(ds.action_logits.values, expected.numpy(), atol=1e-5)
+
+
+def test_symbolic_position_beyond_the_context_is_refused_at_validate(trained):
+    folder, _ = trained
+    write_spec(folder, """\
+        name: too-far
+        model: {checkpoint: results/tiny-train/models/seed=0}
+        data:
+          trajectories: {env: BabyAI-GoToRedBallGrey-v0, episodes: 3}
+        intervention: {kind: scale, hook: resid_pre, layer: 0, position: {token: state, timestep: -9}}
+        metrics: [action_logits]
+        """, "far.yaml")
+    done = cli("validate", "far.yaml", cwd=folder)
+    assert done.returncode == 2 and "far.yaml:5:" in done.stderr and "beyond the context" in done.stderr

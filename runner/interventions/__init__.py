@@ -34,7 +34,7 @@ def region(site: Site, head: int | None, positions: list[int] | None) -> tuple:
 def address(iv: Any, ctx: Any) -> tuple[Site, tuple]:
     """The resolved site of an intervention and the index of its region."""
     site = resolve_site(iv.hook, iv.layer, ctx.dims)
-    return site, region(site, iv.head, position_indices(iv.position, ctx.length))
+    return site, region(site, iv.head, position_indices(iv.position, ctx.length, ctx.dims.roles))
 
 
 def prepare(intervention: Any, ctx: Any, seed: int) -> list[Edit]:

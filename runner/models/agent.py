@@ -24,6 +24,7 @@ from torch import nn
 
 from runner.envs.encoding import OBS_ACTIVE, OBS_FEATURES
 from runner.envs.vocab import WORDS
+from runner.sites import agent_roles
 
 N_ACTIONS = 7
 ARCHITECTURES = ("behavior_clone", "decision_transformer")
@@ -57,10 +58,7 @@ class AgentConfig:
 
     def roles(self) -> list[str]:
         """The role label of every position: I0.., then R1 S1 A1 ... up to SK."""
-        step = ["R", "S", "A"] if self.architecture == "decision_transformer" else ["S", "A"]
-        labels = [f"I{i}" for i in range(self.mission_length)]
-        labels += [f"{r}{k}" for k in range(1, self.context + 1) for r in step]
-        return labels[: self.n_ctx]
+        return list(agent_roles(self.architecture, self.mission_length, self.context))
 
     def state_positions(self) -> list[int]:
         offset = 1 if self.architecture == "decision_transformer" else 0

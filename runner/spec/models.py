@@ -168,7 +168,15 @@ VectorSource = one_of("vector", FileVector, RandomVector, ContrastVector)
 
 # ---------------------------------------------------------------- interventions
 
-Position = Union[Literal["all", "last"], int, Annotated[list[int], Field(min_length=1)]]
+class SymbolicPosition(Strict):
+    """Agents: a token by its role, e.g. {token: state, timestep: -1} is the current state token."""
+
+    token: Literal["state", "action", "rtg", "instruction"] = Field(description="Which token of the step.")
+    timestep: int = Field(-1, description="Window timestep 1..K, or -1..-K counting back from the current one; "
+                                          "for instruction, the word index.")
+
+
+Position = Union[Literal["all", "last"], int, Annotated[list[int], Field(min_length=1)], SymbolicPosition]
 
 
 class Addressed(Strict):
