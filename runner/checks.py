@@ -18,11 +18,13 @@ from runner.spec.models import (CheckpointModel, FileData, RunModel, Spec, Token
 METRIC_DIMS = {"logits": ("sample", "vocab"), "probs": ("sample", "vocab"), "logit_diff": ("sample",), "kl": ("sample",)}
 METRIC_VARIABLES = {"logits": ("logits",), "probs": ("probs",), "logit_diff": ("logit_diff",), "kl": ("kl",)}
 RESULT_VARIABLES = ("status", "error", "point_id")
+METRIC_DIMS |= {"restored_fraction": ("sample",)}
+METRIC_VARIABLES |= {"restored_fraction": ("restored_fraction", "restored_clean", "restored_source")}
 METRIC_DIMS |= {"action_logits": ("sample", "action"), "action_probs": ("sample", "action"), "rollout": ("episode",)}
 METRIC_VARIABLES |= {"action_logits": ("action_logits",), "action_probs": ("action_probs",),
                      "rollout": ("return", "success", "episode_length")}
 AGENT_METRICS = ("action_logits", "action_probs", "rollout")
-TOKEN_METRICS = ("logits", "probs", "logit_diff")
+TOKEN_METRICS = ("logits", "probs")
 
 def model_dims(spec: Spec, base_dir: Path | str = ".") -> Dims:
     """The sizes of the spec's model, read from its config without building it."""
@@ -105,12 +107,18 @@ def check_point(spec: Any, base_dir: Path) -> Iterator[tuple[tuple, str]]:
             yield from _check_source(iv.source, spec, dims, base_dir)
     for i, metric in enumerate(spec.metrics):
         if metric.kind in AGENT_METRICS and not is_agent(spec):
-            yield ("metrics", i), f"metric {metric.kind!r} measures agents; a token model has logits, probs, logit_diff, kl"
+            yield ("metrics", i), f"metric {metric.kind!r} measures agents; a token model has logits, probs, logit_diff, kl, restored_fraction"
         if metric.kind in TOKEN_METRICS and is_agent(spec):
-            yield ("metrics", i), f"metric {metric.kind!r} measures token models; an agent has action_logits, action_probs, kl"
-        for t in getattr(metric, "tokens", []):
+            yield ("metrics", i), f"metric {metric.kind!r} measures token models; an agent has action_logits, action_probs, logit_diff, kl, restored_fraction, rollout"
+        for t in getattr(metric, "tokens", None) or []:
             if t >= dims.d_vocab:
                 yield ("metrics", i), f"token id {t} is out of range for d_vocab {dims.d_vocab}"
+        if getattr(metric, "actions", None) and not is_agent(spec):
+            yield ("metrics", i), f"metric {metric.kind!r}: actions name an agent's choices; a token model takes tokens"
+        if getattr(metric, "tokens", None) and is_agent(spec):
+            yield ("metrics", i), f"metric {metric.kind!r}: an agent's choices are actions: [left, right], not tokens"
+        if metric.kind == "restored_fraction" and getattr(spec.intervention, "kind", None) != "patch":
+            yield ("metrics", i), "restored_fraction measures a patch: it needs intervention kind: patch"
 
 
 def _check_agent_data(data: Any, path: tuple, base_dir: Path, seed: int) -> Iterator[tuple[tuple, str]]:

@@ -265,3 +265,22 @@ def test_symbolic_position_beyond_the_context_is_refused_at_validate(trained):
         """, "far.yaml")
     done = cli("validate", "far.yaml", cwd=folder)
     assert done.returncode == 2 and "far.yaml:5:" in done.stderr and "beyond the context" in done.stderr
+
+
+def test_logit_diff_between_named_actions_and_reduce(trained):
+    folder, _ = trained
+    spec = write_spec(folder, """\
+        name: diff
+        model: {checkpoint: results/tiny-train/models/seed=0}
+        data:
+          trajectories: {env: BabyAI-GoToRedBallGrey-v0, episodes: 3, seed: 700}
+        metrics: [action_logits, {logit_diff: {actions: [left, right]}}, {action_probs: {reduce: mean}}]
+        """, "diff.yaml")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(folder)
+        ds = runner.run(spec, fresh=True)
+    np.testing.assert_allclose(ds.logit_diff.values,
+                               (ds.action_logits.sel(action="left") - ds.action_logits.sel(action="right")).values,
+                               atol=1e-6)
+    assert ds.action_probs.dims == ("action",)
+    np.testing.assert_allclose(float(ds.action_probs.sum()), 1.0, atol=1e-5)

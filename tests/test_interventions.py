@@ -87,3 +87,33 @@ def test_full_patch_reproduces_the_source_run_at_the_patched_site(project):
     # patching the whole residual after the last block is the source run, whatever the clean input was
     np.testing.assert_allclose(ds.logits.sel(coefficient=1.0, layer=1).values, source_logits, atol=1e-5)
     assert not np.allclose(ds.logits.sel(coefficient=0.0, layer=1).values, source_logits)
+
+
+def test_restored_fraction_and_its_baselines(project):
+    text = spec_text("patch", f"\n  source: {{tokens: {SOURCE}}}", "resid_post", "all")
+    text = text.replace("metrics: [logits, kl]", "metrics: [logits, {restored_fraction: {tokens: [3, 5]}}, "
+                                                  "{kl: {reduce: mean}}]")
+    ds = runner.run(write_spec(project, text))
+    model = runner.load_model(project / "spec.yaml")
+    with torch.inference_mode():
+        clean = model(tokens())[:, -1]
+        source = model(torch.tensor(SOURCE))[:, -1]
+    np.testing.assert_allclose(ds.restored_clean.sel(coefficient=0.5, layer=0).values, (clean[:, 3] - clean[:, 5]).numpy(),
+                               atol=1e-5)
+    np.testing.assert_allclose(ds.restored_source.sel(coefficient=0.5, layer=0).values,
+                               (source[:, 3] - source[:, 5]).numpy(), atol=1e-5)
+    patched = ds.logits.sel(coefficient=0.5, layer=0).values
+    expected = ((patched[:, 3] - patched[:, 5]) - (clean[:, 3] - clean[:, 5]).numpy()) / \
+        ((source[:, 3] - source[:, 5]) - (clean[:, 3] - clean[:, 5])).numpy()
+    np.testing.assert_allclose(ds.restored_fraction.sel(coefficient=0.5, layer=0).values, expected, rtol=1e-4)
+    np.testing.assert_allclose(ds.restored_fraction.sel(coefficient=1.0, layer=1).values, 1.0, atol=1e-4)
+    assert (ds.restored_fraction.sel(coefficient=0.0) == 0).all()
+    assert ds.kl.dims == ("coefficient", "layer") and ds.kl.attrs["cell_methods"] == "sample: mean"
+
+
+def test_restored_fraction_needs_a_patch(project):
+    from conftest import cli
+
+    write_spec(project, BASE_SPEC.replace("metrics: [logits]", "metrics: [restored_fraction]"))
+    done = cli("validate", "spec.yaml", cwd=project)
+    assert done.returncode == 2 and "needs intervention kind: patch" in done.stderr

@@ -10,7 +10,7 @@ its envs).
 """
 from __future__ import annotations
 
-ACTIONS = ("left", "right", "forward", "pickup", "drop", "toggle", "done")  # MiniGrid's order: index = id
+from runner.spec.models import ACTIONS  # noqa: E402  (MiniGrid's order: index = action id)
 
 from runner.envs.encoding import (  # noqa: E402
     CELL_FEATURES,

@@ -44,6 +44,7 @@ class Context:
     spec_seed: int
     sites: set[str]
     _clean: tuple[torch.Tensor, dict[str, torch.Tensor]] | None = field(default=None, repr=False)
+    _sources: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
     @property
     def length(self) -> int:
@@ -62,6 +63,14 @@ class Context:
 
     def clean_activation(self, site: str) -> torch.Tensor:
         return self.clean()[1][site]
+
+    def source_logits(self, intervention: Any) -> torch.Tensor:
+        """Last-position logits of a patch's source run (cached per source)."""
+        key = content_id(intervention.source.model_dump(mode="json"))
+        if key not in self._sources:
+            inputs = make_inputs(intervention.source, self.model, self.dims, self.base_dir, self.spec_seed, self.device)
+            self._sources[key] = self.model(inputs)[:, -1]
+        return self._sources[key]
 
     def activation_of(self, data: Any, site: str) -> torch.Tensor:
         """The activation at ``site`` for another data source (contrast vectors)."""
@@ -134,13 +143,18 @@ def _run_group(points: list[Point], task: Task, device: str, records: dict) -> N
     edits_of = {p.index: edits for p, edits in prepared}
     for p, out in _forward(ctx, prepared, clean, records):
         try:
-            result = metrics.measure(p.spec.metrics, clean, out)
+            source = ctx.source_logits(p.spec.intervention) if _needs_source(p.spec) else None
+            result = metrics.measure(p.spec.metrics, metrics.Reading(clean, out, source))
             for metric in p.spec.metrics:
                 if metric.kind in metrics.CLOSED_LOOP:
                     result |= _closed_loop(metric, ctx, edits_of[p.index], p.spec)
             records[p.index] = _metric_dataset(result)
         except Exception:
             records[p.index] = _error()
+
+
+def _needs_source(spec: Any) -> bool:
+    return any(m.kind == "restored_fraction" for m in spec.metrics)
 
 
 def _closed_loop(metric: Any, ctx: Context, edits: list, spec: Any) -> dict:

@@ -1,10 +1,12 @@
-"""Metrics: plain functions from last-position logits to labelled arrays.
+"""Metrics: plain functions from a point's last-position logits to labelled arrays.
 
-Each takes (metric spec, clean logits, intervened logits), both [sample, vocab]
-at the last position, and returns ``{variable: (dims, array, attrs)}``.
+Each takes (metric spec, Reading) and returns ``{variable: (dims, array, attrs)}``;
+``measure`` applies the metric's ``reduce`` (mean over samples) afterwards.
+Closed-loop metrics (``rollout``) play episodes instead: see ``rollout.py``.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -13,34 +15,63 @@ import torch
 Result = dict[str, tuple[tuple[str, ...], np.ndarray, dict[str, str]]]
 
 
-def logits(metric: Any, clean: torch.Tensor, out: torch.Tensor) -> Result:
-    return {"logits": (("sample", "vocab"), _np(out), {"long_name": "logits at the last position"})}
+@dataclass
+class Reading:
+    """What a point's metrics read: last-position logits, each [sample, vocab or action]."""
+
+    clean: torch.Tensor                 # the unintervened run
+    out: torch.Tensor                   # the intervened run
+    source: torch.Tensor | None = None  # the patch source run (restored_fraction)
 
 
-def probs(metric: Any, clean: torch.Tensor, out: torch.Tensor) -> Result:
-    p = torch.softmax(out, dim=-1)
-    return {"probs": (("sample", "vocab"), _np(p), {"long_name": "next-token probability at the last position", "units": "1"})}
+def logits(metric: Any, r: Reading) -> Result:
+    return {"logits": (("sample", "vocab"), _np(r.out), {"long_name": "logits at the last position"})}
 
 
-def logit_diff(metric: Any, clean: torch.Tensor, out: torch.Tensor) -> Result:
-    a, b = metric.tokens
-    return {"logit_diff": (("sample",), _np(out[:, a] - out[:, b]),
-                           {"long_name": f"logit[{a}] - logit[{b}] at the last position"})}
+def probs(metric: Any, r: Reading) -> Result:
+    return {"probs": (("sample", "vocab"), _np(torch.softmax(r.out, dim=-1)),
+                      {"long_name": "next-token probability at the last position", "units": "1"})}
 
 
-def kl(metric: Any, clean: torch.Tensor, out: torch.Tensor) -> Result:
-    log_p, log_q = torch.log_softmax(clean, dim=-1), torch.log_softmax(out, dim=-1)
+def logit_diff(metric: Any, r: Reading) -> Result:
+    a, b = metric.choice_ids()
+    names = metric.actions or metric.tokens
+    return {"logit_diff": (("sample",), _np(r.out[:, a] - r.out[:, b]),
+                           {"long_name": f"logit[{names[0]}] - logit[{names[1]}] at the last position"})}
+
+
+def kl(metric: Any, r: Reading) -> Result:
+    log_p, log_q = torch.log_softmax(r.clean, dim=-1), torch.log_softmax(r.out, dim=-1)
     value = (log_p.exp() * (log_p - log_q)).sum(dim=-1)
-    return {"kl": (("sample",), _np(value), {"long_name": "KL(p_clean || p_intervened) at the last position", "units": "nats"})}
+    return {"kl": (("sample",), _np(value), {"long_name": "KL(p_clean || p_intervened) at the last position",
+                                             "units": "nats"})}
 
 
-def action_logits(metric: Any, clean: torch.Tensor, out: torch.Tensor) -> Result:
-    return {"action_logits": (("sample", "action"), _np(out), {"long_name": "logits of the current action"})}
+def action_logits(metric: Any, r: Reading) -> Result:
+    return {"action_logits": (("sample", "action"), _np(r.out), {"long_name": "logits of the current action"})}
 
 
-def action_probs(metric: Any, clean: torch.Tensor, out: torch.Tensor) -> Result:
-    return {"action_probs": (("sample", "action"), _np(torch.softmax(out, dim=-1)),
+def action_probs(metric: Any, r: Reading) -> Result:
+    return {"action_probs": (("sample", "action"), _np(torch.softmax(r.out, dim=-1)),
                              {"long_name": "probability of the current action", "units": "1"})}
+
+
+def restored_fraction(metric: Any, r: Reading) -> Result:
+    """(m_patched − m_clean) / (m_source − m_clean), m a logit difference (or the source's top logit)."""
+    pair = metric.choice_ids()
+    if pair is None:
+        top = r.source.argmax(dim=-1, keepdim=True)
+        m = lambda logits: logits.gather(-1, top).squeeze(-1)  # noqa: E731
+    else:
+        m = lambda logits: logits[:, pair[0]] - logits[:, pair[1]]  # noqa: E731
+    clean, source, patched = m(r.clean), m(r.source), m(r.out)
+    fraction = (patched - clean) / (source - clean)
+    what = "logit difference" if pair else "logit of the source run's top choice"
+    return {
+        "restored_fraction": (("sample",), _np(fraction), {"long_name": f"fraction of the {what} restored by patching"}),
+        "restored_clean": (("sample",), _np(clean), {"long_name": f"{what}, unpatched run (fraction 0)"}),
+        "restored_source": (("sample",), _np(source), {"long_name": f"{what}, source run (fraction 1)"}),
+    }
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -49,17 +80,29 @@ def _np(t: torch.Tensor) -> np.ndarray:
 
 REGISTRY: dict[str, Callable[..., Result]] = {
     "logits": logits, "probs": probs, "logit_diff": logit_diff, "kl": kl,
-    "action_logits": action_logits, "action_probs": action_probs,
+    "action_logits": action_logits, "action_probs": action_probs, "restored_fraction": restored_fraction,
 }
-
-
 CLOSED_LOOP = ("rollout",)  # measured by playing episodes, not from one forward pass (see rollout.py)
+SAMPLE_DIMS = ("sample", "episode")
 
 
-def measure(metrics: list[Any], clean: torch.Tensor, out: torch.Tensor) -> Result:
+def reduce(metric: Any, result: Result) -> Result:
+    """The metric's ``reduce: mean`` applied: average over samples (or episodes)."""
+    if metric.reduce != "mean":
+        return result
+    out: Result = {}
+    for name, (dims, values, attrs) in result.items():
+        axes = tuple(i for i, d in enumerate(dims) if d in SAMPLE_DIMS)
+        out[name] = (tuple(d for d in dims if d not in SAMPLE_DIMS),
+                     values.astype(np.float64).mean(axis=axes) if axes else values,
+                     {**attrs, "cell_methods": "sample: mean"} if axes else attrs)
+    return out
+
+
+def measure(metrics: list[Any], reading: Reading) -> Result:
     """Every forward-pass metric of a point, merged into one result."""
     result: Result = {}
     for metric in metrics:
         if metric.kind not in CLOSED_LOOP:
-            result.update(REGISTRY[metric.kind](metric, clean, out))
+            result.update(reduce(metric, REGISTRY[metric.kind](metric, reading)))
     return result

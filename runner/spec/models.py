@@ -225,24 +225,54 @@ Intervention = Annotated[Union[Steer, Scale, Ablate, Patch], Field(discriminator
 
 # ---------------------------------------------------------------- metrics
 
-class LogitsMetric(Strict):
+ACTIONS = ("left", "right", "forward", "pickup", "drop", "toggle", "done")  # MiniGrid's order: index = id
+ActionName = Literal["left", "right", "forward", "pickup", "drop", "toggle", "done"]
+
+
+class MetricBase(Strict):
+    reduce: Literal["none", "mean"] = Field("none", description="mean: average over samples (episodes for rollout).")
+
+
+class LogitsMetric(MetricBase):
     kind: Literal["logits"] = Field(description="Logits at the last position: dims (sample, vocab).")
 
 
-class ProbsMetric(Strict):
+class ProbsMetric(MetricBase):
     kind: Literal["probs"] = Field(description="Softmax probabilities at the last position: dims (sample, vocab).")
 
 
-class LogitDiffMetric(Strict):
+class TwoChoices(MetricBase):
+    tokens: list[Annotated[int, Field(ge=0)]] | None = Field(None, min_length=2, max_length=2,
+                                                             description="Token models: the two token ids [a, b].")
+    actions: list[ActionName] | None = Field(None, min_length=2, max_length=2,
+                                             description="Agents: the two actions [a, b] by name.")
+
+    def choice_ids(self) -> list[int] | None:
+        return self.tokens if self.tokens is not None else (
+            [ACTIONS.index(a) for a in self.actions] if self.actions is not None else None)
+
+
+class LogitDiffMetric(TwoChoices):
     kind: Literal["logit_diff"] = Field(description="logit[a] - logit[b] at the last position: dims (sample,).")
-    tokens: list[Annotated[int, Field(ge=0)]] = Field(min_length=2, max_length=2, description="The two token ids [a, b].")
+
+    @model_validator(mode="after")
+    def _one_pair(self) -> "LogitDiffMetric":
+        if (self.tokens is None) == (self.actions is None):
+            raise ValueError("logit_diff takes exactly one of tokens: [a, b] (token models) or actions: [a, b] (agents)")
+        return self
 
 
-class KLMetric(Strict):
+class RestoredFractionMetric(TwoChoices):
+    kind: Literal["restored_fraction"] = Field(
+        description="patch: (m_patched - m_clean) / (m_source - m_clean) of m = logit[a] - logit[b] (or, without a "
+                    "pair, the logit of the source run's top choice), per sample; both baselines are stored too.")
+
+
+class KLMetric(MetricBase):
     kind: Literal["kl"] = Field(description="KL(p_clean || p_intervened) at the last position, nats: dims (sample,).")
 
 
-class RolloutMetric(Strict):
+class RolloutMetric(MetricBase):
     kind: Literal["rollout"] = Field(description="Agents: closed-loop episodes with the intervention applied at every "
                                                  "step: return, success, episode_length over dim episode.")
     episodes: int = Field(50, ge=1, description="Episodes, all played at once.")
@@ -250,11 +280,11 @@ class RolloutMetric(Strict):
     max_steps: int | None = Field(None, ge=1, description="Truncate episodes; default: the env's limit.")
 
 
-class ActionLogitsMetric(Strict):
+class ActionLogitsMetric(MetricBase):
     kind: Literal["action_logits"] = Field(description="Agents: logits of the current action: dims (sample, action).")
 
 
-class ActionProbsMetric(Strict):
+class ActionProbsMetric(MetricBase):
     kind: Literal["action_probs"] = Field(description="Agents: probabilities of the current action: dims (sample, action).")
 
 
@@ -269,7 +299,8 @@ def _metric_entry(value: Any) -> Any:
 
 
 Metric = Annotated[
-    Union[LogitsMetric, ProbsMetric, LogitDiffMetric, KLMetric, ActionLogitsMetric, ActionProbsMetric, RolloutMetric],
+    Union[LogitsMetric, ProbsMetric, LogitDiffMetric, KLMetric, ActionLogitsMetric, ActionProbsMetric, RolloutMetric,
+          RestoredFractionMetric],
     Field(discriminator="kind"),
     BeforeValidator(_metric_entry),
 ]
