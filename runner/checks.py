@@ -187,6 +187,19 @@ def _check_vector(iv: Any, site: Any, dims: Dims, base_dir: Path, spec: Spec) ->
             return
         if shape != (width,):
             yield path, f"vector has shape {shape}, but {site.name} needs a vector of length {width}"
+    elif hasattr(source, "direction"):
+        path = ("intervention", "vector", "direction")
+        if width != dims.d_model:
+            yield ("intervention", "hook"), f"a direction vector lives in the residual stream (d_model {dims.d_model}); " \
+                                            f"{site.name} has width {width}"
+        toward, against = source.direction.ids()
+        if source.direction.action is not None and not is_agent(spec):
+            yield path, "action directions need an agent; a token model takes token: ID"
+        if source.direction.token is not None and is_agent(spec):
+            yield path, "an agent's directions are actions: action: NAME"
+        for t in (toward, against):
+            if t is not None and t >= dims.d_vocab:
+                yield path, f"token id {t} is out of range for d_vocab {dims.d_vocab}"
     elif hasattr(source, "contrast"):
         for side in ("positive", "negative"):
             yield from _check_tokens(getattr(source.contrast, side), ("intervention", "vector", "contrast", side), dims, spec)

@@ -118,3 +118,17 @@ def test_steering_a_head_of_z_touches_only_that_head(project):
     with torch.inference_mode():
         expected = model.run_with_hooks(tokens(), fwd_hooks=[("blocks.1.attn.hook_z", add)])[:, -1]
     np.testing.assert_allclose(ds.logits.sel(coefficient=1.0, layer=1).values, expected.numpy(), atol=1e-5)
+
+
+def test_direction_vector_is_the_unembedding_difference(project):
+    text = BASE_SPEC.replace("{random: {seed: 0}}", "{direction: {token: 3, against: 5}}").replace(
+        "metrics: [logits]", "metrics: [logits, {logit_diff: {tokens: [3, 5]}}]").replace("position: all", "position: last")
+    spec = write_spec(project, text)
+    ds = runner.run(spec)
+    model = runner.load_model(spec)
+    v = (model.W_U[:, 3] - model.W_U[:, 5]).detach()
+    for layer in (0, 1):
+        expected = steered_last_logits(model, f"blocks.{layer}.hook_resid_pre", 1.0 * v, [LENGTH - 1])
+        np.testing.assert_allclose(ds.logits.sel(coefficient=1.0, layer=layer).values, expected.numpy(), atol=1e-5)
+    diff = ds.logit_diff.mean("sample")
+    assert float(diff.sel(coefficient=1.0, layer=1)) > float(diff.sel(coefficient=-1.0, layer=1))

@@ -44,6 +44,12 @@ def steering_vector(source: Any, site: Any, ctx: Any, default_seed: int, head: i
         elif opts.norm is not None:
             v *= opts.norm
         return torch.as_tensor(v, dtype=torch.float32)
+    if hasattr(source, "direction"):
+        w_u = ctx.model.W_U.detach().float().cpu()                  # [d_model, vocab]
+        toward, against = source.direction.ids()
+        others = [i for i in range(w_u.shape[1]) if i != toward]
+        away = w_u[:, against] if against is not None else w_u[:, others].mean(dim=1)
+        return w_u[:, toward] - away
     pos, neg = (at_head(ctx.activation_of(getattr(source.contrast, side), site.name)) for side in ("positive", "negative"))
     return _mean_vector(pos) - _mean_vector(neg)
 

@@ -154,6 +154,10 @@ class Agent(nn.Module):
         return self.body.cfg
 
     @property
+    def W_U(self) -> torch.Tensor:
+        return self.body.W_U
+
+    @property
     def blocks(self) -> Any:
         return self.body.blocks
 

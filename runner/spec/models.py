@@ -21,6 +21,8 @@ from pydantic import (
 )
 
 SLUG = r"^[a-z0-9][a-z0-9_-]*$"
+ACTIONS = ("left", "right", "forward", "pickup", "drop", "toggle", "done")  # MiniGrid's order: index = id
+ActionName = Literal["left", "right", "forward", "pickup", "drop", "toggle", "done"]
 
 
 class Strict(BaseModel):
@@ -163,7 +165,34 @@ class ContrastVector(Strict):
     )
 
 
-VectorSource = one_of("vector", FileVector, RandomVector, ContrastVector)
+class DirectionOptions(Strict):
+    action: str | None = Field(None, description="Agents: steer toward this action's unembedding direction.")
+    token: int | None = Field(None, ge=0, description="Token models: steer toward this token's unembedding direction.")
+    against: str | int | None = Field(None, description="Subtract this action's (or token's) direction; "
+                                                        "default: the mean direction of all the others.")
+
+    @model_validator(mode="after")
+    def _one_target(self) -> "DirectionOptions":
+        if (self.action is None) == (self.token is None):
+            raise ValueError("direction takes exactly one of action: NAME (agents) or token: ID (token models)")
+        if self.action is not None and self.action not in ACTIONS:
+            raise ValueError(f"unknown action {self.action!r}; actions are {', '.join(ACTIONS)}")
+        if isinstance(self.against, str) and self.against not in ACTIONS:
+            raise ValueError(f"unknown action {self.against!r}; actions are {', '.join(ACTIONS)}")
+        return self
+
+    def ids(self) -> tuple[int, int | None]:
+        toward = ACTIONS.index(self.action) if self.action is not None else self.token
+        against = ACTIONS.index(self.against) if isinstance(self.against, str) else self.against
+        return toward, against
+
+
+class DirectionVector(Strict):
+    direction: DirectionOptions = Field(description="Difference of two unembedding directions (W_U columns): "
+                                                    "pushes the readout toward one action or token.")
+
+
+VectorSource = one_of("vector", FileVector, RandomVector, ContrastVector, DirectionVector)
 
 
 # ---------------------------------------------------------------- interventions
@@ -224,10 +253,6 @@ Intervention = Annotated[Union[Steer, Scale, Ablate, Patch], Field(discriminator
 
 
 # ---------------------------------------------------------------- metrics
-
-ACTIONS = ("left", "right", "forward", "pickup", "drop", "toggle", "done")  # MiniGrid's order: index = id
-ActionName = Literal["left", "right", "forward", "pickup", "drop", "toggle", "done"]
-
 
 class MetricBase(Strict):
     reduce: Literal["none", "mean"] = Field("none", description="mean: average over samples (episodes for rollout).")
