@@ -22,7 +22,7 @@ METRIC_DIMS |= {"restored_fraction": ("sample",)}
 METRIC_VARIABLES |= {"restored_fraction": ("restored_fraction", "restored_clean", "restored_source")}
 METRIC_DIMS |= {"action_logits": ("sample", "action"), "action_probs": ("sample", "action"), "rollout": ("episode",)}
 METRIC_VARIABLES |= {"action_logits": ("action_logits",), "action_probs": ("action_probs",),
-                     "rollout": ("return", "success", "episode_length")}
+                     "rollout": ("return", "success", "episode_length", "action_fraction")}
 AGENT_METRICS = ("action_logits", "action_probs", "rollout")
 TOKEN_METRICS = ("logits", "probs")
 

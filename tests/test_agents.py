@@ -284,3 +284,24 @@ def test_logit_diff_between_named_actions_and_reduce(trained):
                                atol=1e-6)
     assert ds.action_probs.dims == ("action",)
     np.testing.assert_allclose(float(ds.action_probs.sum()), 1.0, atol=1e-5)
+
+
+def test_a_steer_toward_left_in_rollouts_acts_at_every_step(trained):
+    folder, _ = trained
+    spec = write_spec(folder, """\
+        name: go-left
+        model: {checkpoint: results/tiny-train/models/seed=0}
+        data:
+          trajectories: {env: BabyAI-GoToRedBallGrey-v0, episodes: 2, seed: 900}
+        intervention: {kind: steer, hook: resid_post, layer: 1, position: last, vector: {direction: {action: left}}}
+        sweep:
+          intervention.coefficient: [0.0, 20.0]
+        metrics: [{rollout: {episodes: 16, seed: 4242, reduce: mean}}]
+        """, "left.yaml")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(folder)
+        ds = runner.run(spec, fresh=True)
+    left = ds.action_fraction.sel(action="left")
+    assert float(left.sel(coefficient=20.0)) > 0.9, "the steer must act at every step of every episode"
+    assert float(left.sel(coefficient=0.0)) < 0.5
+    np.testing.assert_allclose(ds.action_fraction.sum("action").values, 1.0, atol=1e-5)
