@@ -18,7 +18,9 @@ from runner.spec.models import (CheckpointModel, FileData, RunModel, Spec, Token
 METRIC_DIMS = {"logits": ("sample", "vocab"), "probs": ("sample", "vocab"), "logit_diff": ("sample",), "kl": ("sample",)}
 METRIC_VARIABLES = {"logits": ("logits",), "probs": ("probs",), "logit_diff": ("logit_diff",), "kl": ("kl",)}
 RESULT_VARIABLES = ("status", "error", "point_id")
-METRIC_DIMS |= {"restored_fraction": ("sample",)}
+METRIC_DIMS |= {"restored_fraction": ("sample",), "resid_norm": ("sample", "layer_read"),
+                "logit_lens": ("sample", "layer_read", "vocab", "action"), "attention": ("sample", "position")}
+METRIC_VARIABLES |= {"resid_norm": ("resid_norm",), "logit_lens": ("logit_lens",), "attention": ("attention",)}
 METRIC_VARIABLES |= {"restored_fraction": ("restored_fraction", "restored_clean", "restored_source")}
 METRIC_DIMS |= {"action_logits": ("sample", "action"), "action_probs": ("sample", "action"), "rollout": ("episode",)}
 METRIC_VARIABLES |= {"action_logits": ("action_logits",), "action_probs": ("action_probs",),
@@ -117,6 +119,11 @@ def check_point(spec: Any, base_dir: Path) -> Iterator[tuple[tuple, str]]:
             yield ("metrics", i), f"metric {metric.kind!r}: actions name an agent's choices; a token model takes tokens"
         if getattr(metric, "tokens", None) and is_agent(spec):
             yield ("metrics", i), f"metric {metric.kind!r}: an agent's choices are actions: [left, right], not tokens"
+        if metric.kind == "attention":
+            if metric.layer >= dims.n_layers:
+                yield ("metrics", i), f"attention layer {metric.layer} is out of range: the model has {dims.n_layers} layers"
+            if metric.head >= dims.n_heads:
+                yield ("metrics", i), f"attention head {metric.head} is out of range: the model has {dims.n_heads} heads"
         if metric.kind == "restored_fraction" and getattr(spec.intervention, "kind", None) != "patch":
             yield ("metrics", i), "restored_fraction measures a patch: it needs intervention kind: patch"
 

@@ -70,7 +70,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             errors.append(exc)
             print(f"error: {exc}", file=sys.stderr)
             continue
-        print(f"{spec}: ok ({len(plan.points)} points)")
+        print(f"{spec}: ok ({len(plan.points)} point{'' if len(plan.points) == 1 else 's'})")
         for note in plan.notes:
             print(f"  note: {note}")
     return 2 if errors else 0

@@ -89,7 +89,7 @@ class Plan:
             f"spec      {self.loaded.file}  (name {self.spec.name}, run id {self.run_id})",
             f"grid      {dims}",
             f"points    {len(self.points)}",
-            f"tasks     {len(self.tasks)}  ({self.points_per_task} points per task)",
+            f"tasks     {len(self.tasks)}  ({self.points_per_task} point{'s' if self.points_per_task != 1 else ''} per task)",
             f"executor  {ex.executor}" + (f" at {ex.address}" if ex.address else ""),
             f"resources {ex.cpus_per_task} CPU + {ex.gpus_per_task:g} GPU per task",
             f"metrics   {', '.join(m.kind for m in self.spec.metrics)}",

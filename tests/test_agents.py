@@ -305,3 +305,22 @@ def test_a_steer_toward_left_in_rollouts_acts_at_every_step(trained):
     assert float(left.sel(coefficient=20.0)) > 0.9, "the steer must act at every step of every episode"
     assert float(left.sel(coefficient=0.0)) < 0.5
     np.testing.assert_allclose(ds.action_fraction.sum("action").values, 1.0, atol=1e-5)
+
+
+def test_agent_positions_are_labelled_by_role_and_the_lens_reads_actions(trained):
+    folder, _ = trained
+    spec = write_spec(folder, """\
+        name: lens
+        model: {checkpoint: results/tiny-train/models/seed=0}
+        data:
+          trajectories: {env: BabyAI-GoToRedBallGrey-v0, episodes: 2, seed: 700}
+        metrics: [action_logits, logit_lens, {attention: {layer: 1, head: 1}}]
+        """, "lens.yaml")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(folder)
+        ds = runner.run(spec, fresh=True)
+    agent = runner.load_model(folder / "results" / "tiny-train" / "models" / "seed=0")
+    assert ds.position.values.tolist() == agent.config.roles()
+    assert ds.logit_lens.dims == ("sample", "layer_read", "action")
+    np.testing.assert_allclose(ds.logit_lens.isel(layer_read=-1).values, ds.action_logits.values, atol=1e-4)
+    np.testing.assert_allclose(ds.attention.sum("position").values, 1.0, atol=1e-5)

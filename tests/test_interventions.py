@@ -117,3 +117,28 @@ def test_restored_fraction_needs_a_patch(project):
     write_spec(project, BASE_SPEC.replace("metrics: [logits]", "metrics: [restored_fraction]"))
     done = cli("validate", "spec.yaml", cwd=project)
     assert done.returncode == 2 and "needs intervention kind: patch" in done.stderr
+
+
+def test_resid_norm_logit_lens_and_attention_read_the_intervened_run(project):
+    text = spec_text("scale", "", "attn_out", "all").replace(
+        "metrics: [logits, kl]", "metrics: [logits, resid_norm, logit_lens, {attention: {layer: 1, head: 2}}]")
+    ds = runner.run(write_spec(project, text))
+    model = runner.load_model(project / "spec.yaml")
+    for layer in (0, 1):
+        name = f"blocks.{layer}.hook_attn_out"
+
+        def double(x, hook):
+            return 1.5 * x  # coefficient 0.5: (1 + c)·x
+
+        with torch.inference_mode(), model.hooks(fwd_hooks=[(name, double)]):
+            logits, cache = model.run_with_cache(tokens())
+        resid = torch.stack([cache[f"blocks.{i}.hook_resid_post"][:, -1] for i in range(2)], dim=1)
+        point = ds.sel(coefficient=0.5, layer=layer)
+        np.testing.assert_allclose(point.logits.values, logits[:, -1].numpy(), atol=1e-5)
+        np.testing.assert_allclose(point.resid_norm.values, resid.norm(dim=-1).numpy(), atol=1e-4)
+        with torch.inference_mode():
+            lens = model.unembed(model.ln_final(resid))
+        np.testing.assert_allclose(point.logit_lens.values, lens.numpy(), atol=1e-4)
+        np.testing.assert_allclose(point.attention.values, cache["blocks.1.attn.hook_pattern"][:, 2, -1].numpy(), atol=1e-6)
+    assert ds.logit_lens.dims == ("coefficient", "layer", "sample", "layer_read", "vocab")
+    np.testing.assert_allclose(ds.logit_lens.isel(layer_read=-1).values, ds.logits.values, atol=1e-4)

@@ -64,7 +64,7 @@ def execute(plan: Plan, *, executor: str | None = None, address: str | None = No
         tasks = plan.chunk(remaining)
         if resumed:
             log(f"resuming {folder.root}: {resumed} of {len(plan.points)} points already done")
-        log(f"running {len(remaining)} points in {len(tasks)} tasks on {ex.describe()}")
+        log(f"running {plural(len(remaining), 'point')} in {plural(len(tasks), 'task')} on {ex.describe()}")
         progress = Progress(len(remaining))
         for task, result in ex.map(tasks):
             folder.write_files(result.files)  # before the shard: a finished shard implies its files exist
@@ -79,6 +79,11 @@ def execute(plan: Plan, *, executor: str | None = None, address: str | None = No
     flat_error = dataset["error"].values.reshape(-1)
     failed = [(by_index[i], str(flat_error[i])) for i in range(len(plan.points)) if flat_status[i] != "ok"]
     return Outcome(dataset, folder, failed, resumed)
+
+
+def plural(n: int, noun: str) -> str:
+    """``1 point``, ``2 points``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def failed_result(task: Any, message: str) -> Any:

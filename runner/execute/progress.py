@@ -30,8 +30,8 @@ class Progress:
         eta = (self.total - self.done) / rate if rate > 0 else float("inf")
         failed = f", {self.failed} failed" if self.failed else ""
         eta_text = _duration(eta) if eta != float("inf") else "?"
-        return (f"{self.done}/{self.total} {self.label}{failed}  {rate:.1f}/s  "
-                f"elapsed {_duration(elapsed)}  ETA {eta_text}")
+        speed = f"{rate:.1f}/s" if rate >= 1 or rate == 0 else f"{_duration(1 / rate)} each"
+        return f"{self.done}/{self.total} {self.label}{failed}  {speed}  elapsed {_duration(elapsed)}  ETA {eta_text}"
 
     def _draw(self, final: bool) -> None:
         if self.tty:

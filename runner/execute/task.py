@@ -128,6 +128,8 @@ def _run_group(points: list[Point], task: Task, device: str, records: dict) -> N
         inputs = make_inputs(spec.data, model, dims, task.base_dir, spec.seed, device)
         sites = {s for p in points for s in interventions.sites(p.spec.intervention, dims)}
         sites |= {f"blocks.{layer}.hook_resid_pre" for s in sites if (layer := _block_of(s)) is not None}
+        readouts = metrics.readouts([m for p in points for m in p.spec.metrics], dims.n_layers)
+        sites |= readouts
         ctx = Context(model, inputs, dims, task.base_dir, device, spec.seed, sites)
         clean = ctx.clean()[0]
     except Exception:  # the group cannot start: every point in it fails with the same message
@@ -141,14 +143,15 @@ def _run_group(points: list[Point], task: Task, device: str, records: dict) -> N
         except Exception:
             records[p.index] = _error()
     edits_of = {p.index: edits for p, edits in prepared}
-    for p, out in _forward(ctx, prepared, clean, records):
+    for p, out, seen in _forward(ctx, prepared, clean, records, readouts):
         try:
             source = ctx.source_logits(p.spec.intervention) if _needs_source(p.spec) else None
-            result = metrics.measure(p.spec.metrics, metrics.Reading(clean, out, source))
+            reading = metrics.Reading(clean, out, source, seen, ctx.model, ctx.dims.roles is not None)
+            result = metrics.measure(p.spec.metrics, reading)
             for metric in p.spec.metrics:
                 if metric.kind in metrics.CLOSED_LOOP:
                     result |= _closed_loop(metric, ctx, edits_of[p.index], p.spec)
-            records[p.index] = _metric_dataset(result)
+            records[p.index] = _metric_dataset(result, ctx.dims.roles)
         except Exception:
             records[p.index] = _error()
 
@@ -165,32 +168,33 @@ def _closed_loop(metric: Any, ctx: Context, edits: list, spec: Any) -> dict:
         return rollout(metric, ctx.model, edits, target, ctx.device)
 
 
-def _forward(ctx: Context, prepared: list, clean: torch.Tensor, records: dict):
-    """Yield (point, last-position logits) for prepared points, folding them into few passes."""
+def _forward(ctx: Context, prepared: list, clean: torch.Tensor, records: dict, readouts: set[str]):
+    """Yield (point, last-position logits, readouts) for prepared points, folding them into few passes."""
     batch = ctx.batch
     per_pass = max(1, MAX_ROWS // batch)
-    plain = [(p, e) for p, e in prepared if not e]
+    clean_readouts = {n: metrics.last_position(n, a) for n, a in ctx.clean()[1].items() if n in readouts}
     by_start: dict[int | None, list] = defaultdict(list)
     for p, edits in prepared:
         if edits:
             by_start[_first_block(edits)].append((p, edits))
-    for p, _ in plain:
-        yield p, clean
+        else:
+            yield p, clean, clean_readouts
     chunks = [group[i:i + per_pass] for group in by_start.values() for i in range(0, len(group), per_pass)]
     for chunk in chunks:
         try:
-            outs = _folded_pass(ctx, chunk)
+            outs = _folded_pass(ctx, chunk, readouts)
         except Exception:  # find the point that breaks the fold by running each alone
             outs = []
             for item in chunk:
                 try:
-                    outs.append(_folded_pass(ctx, [item])[0])
+                    outs.append(_folded_pass(ctx, [item], readouts)[0])
                 except Exception:
                     records[item[0].index] = _error()
                     outs.append(None)
         for (p, _), out in zip(chunk, outs):
             if out is not None:
-                yield p, out
+                logits, seen = out
+                yield p, logits, clean_readouts | seen  # blocks a partial pass skipped read as clean
 
 
 _BLOCK = re.compile(r"^blocks\.(\d+)\.")
@@ -207,8 +211,8 @@ def _first_block(edits: list) -> int | None:
     return None if None in blocks else min(blocks)
 
 
-def _folded_pass(ctx: Context, chunk: list) -> list[torch.Tensor]:
-    """Last-position logits of each point in ``chunk``, from one forward over their stacked rows."""
+def _folded_pass(ctx: Context, chunk: list, readouts: set[str] = frozenset()) -> list[tuple[torch.Tensor, dict]]:
+    """Last-position logits and readouts of each point in ``chunk``, from one forward over their stacked rows."""
     batch = ctx.batch
     by_site: dict[str, list] = defaultdict(list)
     for j, (_, edits) in enumerate(chunk):
@@ -223,7 +227,13 @@ def _folded_pass(ctx: Context, chunk: list) -> list[torch.Tensor]:
             return x
         return hook
 
+    captured: dict[str, torch.Tensor] = {}
+
+    def capture(x: torch.Tensor, hook: Any, name: str) -> None:
+        captured[name] = metrics.last_position(name, x)
+
     hooks = [(s, make_hook(e)) for s, e in by_site.items()]
+    hooks += [(name, lambda x, hook, name=name: capture(x, hook, name)) for name in sorted(readouts)]
     start = _first_block(chunk[0][1])
     if start is None:
         logits = ctx.model.run_with_hooks(repeat_rows(ctx.inputs, len(chunk)), fwd_hooks=hooks)[:, -1]
@@ -231,7 +241,8 @@ def _folded_pass(ctx: Context, chunk: list) -> list[torch.Tensor]:
         resid = ctx.clean_activation(f"blocks.{start}.hook_resid_pre").repeat(len(chunk), 1, 1)
         with ctx.model.hooks(fwd_hooks=hooks):
             logits = _run_from_block(ctx.model, resid, start)
-    return list(logits.split(batch))
+    rows = [slice(j * batch, (j + 1) * batch) for j in range(len(chunk))]
+    return [(logits[r], {name: value[r] for name, value in captured.items()}) for r in rows]
 
 
 def _run_from_block(model: Any, resid: torch.Tensor, start: int) -> torch.Tensor:
@@ -253,11 +264,13 @@ def _error() -> str:
     return f"{exc[-1]} [{last_frame}]" if last_frame else exc[-1]
 
 
-def _metric_dataset(result: dict[str, tuple]) -> xr.Dataset:
-    """Metric arrays as a Dataset with labelled inner dims (actions by name)."""
+def _metric_dataset(result: dict[str, tuple], roles: tuple[str, ...] | None = None) -> xr.Dataset:
+    """Metric arrays as a Dataset with labelled inner dims: actions by name, agent positions by role."""
     ds = xr.Dataset({name: xr.Variable(dims, values, attrs) for name, (dims, values, attrs) in result.items()})
+    labels = {"action": ACTIONS, "position": roles}
     for dim, size in ds.sizes.items():
-        ds = ds.assign_coords({dim: np.array(ACTIONS, dtype=object) if dim == "action" else np.arange(size)})
+        named = labels.get(dim)
+        ds = ds.assign_coords({dim: np.array(named, dtype=object) if named else np.arange(size)})
     return ds
 
 

@@ -22,6 +22,9 @@ class Reading:
     clean: torch.Tensor                 # the unintervened run
     out: torch.Tensor                   # the intervened run
     source: torch.Tensor | None = None  # the patch source run (restored_fraction)
+    readouts: dict[str, torch.Tensor] | None = None  # intervened activations at the last position (see readouts())
+    model: Any = None
+    agent: bool = False
 
 
 def logits(metric: Any, r: Reading) -> Result:
@@ -74,6 +77,44 @@ def restored_fraction(metric: Any, r: Reading) -> Result:
     }
 
 
+def _resid_after_blocks(r: Reading) -> torch.Tensor:
+    n = r.model.cfg.n_layers
+    return torch.stack([r.readouts[f"blocks.{layer}.hook_resid_post"] for layer in range(n)], dim=1)  # [B, L, d]
+
+
+def resid_norm(metric: Any, r: Reading) -> Result:
+    return {"resid_norm": (("sample", "layer_read"), _np(_resid_after_blocks(r).norm(dim=-1)),
+                           {"long_name": "L2 norm of the residual stream after each block, last position"})}
+
+
+def logit_lens(metric: Any, r: Reading) -> Result:
+    lens = r.model.unembed(r.model.ln_final(_resid_after_blocks(r)))
+    return {"logit_lens": (("sample", "layer_read", "action" if r.agent else "vocab"), _np(lens),
+                           {"long_name": "logits read from the residual after each block (logit lens)"})}
+
+
+def attention(metric: Any, r: Reading) -> Result:
+    pattern = r.readouts[f"blocks.{metric.layer}.attn.hook_pattern"][:, metric.head]
+    return {"attention": (("sample", "position"), _np(pattern),
+                          {"long_name": f"attention of the last position, layer {metric.layer} head {metric.head}"})}
+
+
+def readouts(metrics: list[Any], n_layers: int) -> set[str]:
+    """Hook names whose intervened activations (last position) the metrics read."""
+    names: set[str] = set()
+    for metric in metrics:
+        if metric.kind in ("resid_norm", "logit_lens"):
+            names |= {f"blocks.{layer}.hook_resid_post" for layer in range(n_layers)}
+        elif metric.kind == "attention":
+            names.add(f"blocks.{metric.layer}.attn.hook_pattern")
+    return names
+
+
+def last_position(name: str, x: torch.Tensor) -> torch.Tensor:
+    """An activation at the last position (the last query, for attention patterns)."""
+    return x[:, :, -1] if name.endswith(("hook_pattern", "hook_attn_scores")) else x[:, -1]
+
+
 def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().float().cpu().numpy()
 
@@ -81,6 +122,7 @@ def _np(t: torch.Tensor) -> np.ndarray:
 REGISTRY: dict[str, Callable[..., Result]] = {
     "logits": logits, "probs": probs, "logit_diff": logit_diff, "kl": kl,
     "action_logits": action_logits, "action_probs": action_probs, "restored_fraction": restored_fraction,
+    "resid_norm": resid_norm, "logit_lens": logit_lens, "attention": attention,
 }
 CLOSED_LOOP = ("rollout",)  # measured by playing episodes, not from one forward pass (see rollout.py)
 SAMPLE_DIMS = ("sample", "episode")

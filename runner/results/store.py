@@ -89,12 +89,20 @@ def _previous_run_id(spec_file: Path) -> str:
         return "(unreadable spec.yaml)"
 
 
+def _umask_mode() -> int:
+    """The mode an ordinary new file gets (mkstemp makes 0600 files; results are meant to be shared)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def write_atomic(path: Path, data: bytes) -> None:
     """Write bytes to ``path`` through a temporary file and a rename."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -108,6 +116,7 @@ def write_netcdf(ds: Any, path: Path) -> None:
     try:
         encoding = {name: {"dtype": str} for name, var in ds.variables.items() if var.dtype == object}
         ds.to_netcdf(tmp, engine="netcdf4", encoding=encoding)
+        os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

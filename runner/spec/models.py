@@ -305,6 +305,24 @@ class RolloutMetric(MetricBase):
     max_steps: int | None = Field(None, ge=1, description="Truncate episodes; default: the env's limit.")
 
 
+class ResidNormMetric(MetricBase):
+    kind: Literal["resid_norm"] = Field(description="L2 norm of the residual stream after each block at the last "
+                                                    "position, intervened: dims (sample, layer_read).")
+
+
+class LogitLensMetric(MetricBase):
+    kind: Literal["logit_lens"] = Field(description="Logits (actions for agents) read from the residual after each "
+                                                    "block through the final norm and unembedding, at the last "
+                                                    "position: dims (sample, layer_read, vocab | action).")
+
+
+class AttentionMetric(MetricBase):
+    kind: Literal["attention"] = Field(description="Attention of the last position over all positions at one head "
+                                                   "(positions labelled by role for agents): dims (sample, position).")
+    layer: int = Field(ge=0, description="Block of the head.")
+    head: int = Field(ge=0, description="Head index.")
+
+
 class ActionLogitsMetric(MetricBase):
     kind: Literal["action_logits"] = Field(description="Agents: logits of the current action: dims (sample, action).")
 
@@ -325,7 +343,7 @@ def _metric_entry(value: Any) -> Any:
 
 Metric = Annotated[
     Union[LogitsMetric, ProbsMetric, LogitDiffMetric, KLMetric, ActionLogitsMetric, ActionProbsMetric, RolloutMetric,
-          RestoredFractionMetric],
+          RestoredFractionMetric, ResidNormMetric, LogitLensMetric, AttentionMetric],
     Field(discriminator="kind"),
     BeforeValidator(_metric_entry),
 ]
