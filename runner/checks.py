@@ -12,8 +12,8 @@ from typing import Any, Iterator
 import numpy as np
 
 from runner.sites import HEAD_HOOKS, Dims, SiteError, agent_roles, position_indices, resolve_site
-from runner.spec.models import (CheckpointModel, FileData, RunModel, Spec, TokensData, TrainSpec, TrajectoryData,
-                                 TransformerModel)
+from runner.spec.models import (CheckpointModel, FileData, RunModel, SameData, Spec, TokensData, TrainSpec,
+                                 TrajectoryData, TransformerModel)
 
 METRIC_DIMS = {"logits": ("sample", "vocab"), "probs": ("sample", "vocab"), "logit_diff": ("sample",), "kl": ("sample",)}
 METRIC_VARIABLES = {"logits": ("logits",), "probs": ("probs",), "logit_diff": ("logit_diff",), "kl": ("kl",)}
@@ -162,6 +162,11 @@ def _check_tokens(data: Any, path: tuple, dims: Dims, spec: Spec) -> Iterator[tu
 def _check_source(source: Any, spec: Any, dims: Dims, base_dir: Path) -> Iterator[tuple[tuple, str]]:
     """A patch source must give activations of the same shape as the data."""
     path = ("intervention", "source")
+    if isinstance(source, SameData):
+        if not is_agent(spec):
+            yield path, "same: {...} changes an agent's trajectories; a token model's source is tokens"
+        yield from _check_same(source.same, path + ("same",))
+        return
     if isinstance(source, (TrajectoryData, FileData)) != isinstance(spec.data, (TrajectoryData, FileData)):
         yield path, "a patch source is the same kind of data as data: (tokens for token models, trajectories for agents)"
         return
@@ -172,6 +177,22 @@ def _check_source(source: Any, spec: Any, dims: Dims, base_dir: Path) -> Iterato
     if data_shape(source, spec) != data_shape(spec.data, spec):
         yield path, (f"the source has shape (batch, length) {data_shape(source, spec)} but data has "
                      f"{data_shape(spec.data, spec)}: patching pairs them up sample by sample")
+
+
+def _check_same(same: Any, path: tuple) -> Iterator[tuple[tuple, str]]:
+    from runner.envs.vocab import mission_words_ok
+
+    for word in same.swap_word or []:
+        problem = mission_words_ok(word)
+        if problem:
+            yield path + ("swap_word",), problem
+    if same.edit_cell:
+        from minigrid.core.constants import COLOR_TO_IDX, OBJECT_TO_IDX
+
+        for field, table in (("object", OBJECT_TO_IDX), ("colour", COLOR_TO_IDX)):
+            name = getattr(same.edit_cell, field)
+            if name is not None and name not in table:
+                yield path + ("edit_cell", field), f"unknown {field} {name!r}; valid: {', '.join(table)}"
 
 
 def _check_vector(iv: Any, site: Any, dims: Dims, base_dir: Path, spec: Spec) -> Iterator[tuple[tuple, str]]:

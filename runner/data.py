@@ -7,7 +7,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from runner.spec.models import FileData, TokensData, TrajectoryData
+import dataclasses
+import re
+
+from runner.spec.models import FileData, SameData, TokensData, TrajectoryData
 
 
 def make_tokens(data: Any, d_vocab: int, default_seed: int, device: str = "cpu") -> torch.Tensor:
@@ -21,20 +24,48 @@ def make_tokens(data: Any, d_vocab: int, default_seed: int, device: str = "cpu")
     return torch.from_numpy(array).to(device)
 
 
-def make_inputs(data: Any, model: Any, dims: Any, base_dir: str | Path, default_seed: int, device: str = "cpu") -> Any:
-    """What ``model`` reads for a data source: token ids, or one agent window ending at every step."""
-    if isinstance(data, (TrajectoryData, FileData)):
-        from runner.models.windows import windows
-        from runner.train import load_trajectories
+def make_inputs(data: Any, model: Any, dims: Any, base_dir: str | Path, default_seed: int, device: str = "cpu",
+                base_data: Any = None) -> Any:
+    """What ``model`` reads for a data source: token ids, or one agent window ending at every step.
 
-        traj = load_trajectories(data, base_dir, default_seed)
-        target = getattr(getattr(data, "trajectories", None), "target_return", None)
-        rtg = None
-        if target is not None:  # the target less what each episode had received before the step
-            received = np.repeat(traj.returns, traj.episode_lengths) - traj.returns_to_go()
-            rtg = (target - received).astype(np.float32)
-        return windows(traj, np.arange(len(traj.actions)), model.config, rtg=rtg).to(device)
+    ``same: {...}`` sources change ``base_data`` (the spec's own data): its RTG target,
+    a mission word, or one cell of every observation.
+    """
+    if isinstance(data, SameData):
+        return _agent_inputs(base_data, model, base_dir, default_seed, device, data.same)
+    if isinstance(data, (TrajectoryData, FileData)):
+        return _agent_inputs(data, model, base_dir, default_seed, device)
     return make_tokens(data, dims.d_vocab, default_seed, device)
+
+
+def _agent_inputs(data: Any, model: Any, base_dir: str | Path, default_seed: int, device: str, same: Any = None) -> Any:
+    from runner.models.windows import windows
+    from runner.train import load_trajectories
+
+    traj = load_trajectories(data, base_dir, default_seed)
+    target = getattr(getattr(data, "trajectories", None), "target_return", None)
+    if same is not None:
+        traj = changed(traj, same)
+        target = same.target_return if same.target_return is not None else target
+    rtg = None
+    if target is not None:  # the target less what each episode had received before the step
+        received = np.repeat(traj.returns, traj.episode_lengths) - traj.returns_to_go()
+        rtg = (target - received).astype(np.float32)
+    return windows(traj, np.arange(len(traj.actions)), model.config, rtg=rtg).to(device)
+
+
+def changed(traj: Any, same: Any) -> Any:
+    """Trajectories with a mission word swapped and/or one cell of every observation edited."""
+    missions, images = traj.missions, traj.images
+    if same.swap_word:
+        old, new = same.swap_word
+        missions = np.array([re.sub(rf"\b{re.escape(old)}\b", new, str(m)) for m in missions], dtype=str)
+    if same.edit_cell:
+        from runner.envs.encoding import edit_cell
+
+        e = same.edit_cell
+        images = edit_cell(images, e.row, e.col, object=e.object, colour=e.colour)
+    return dataclasses.replace(traj, missions=missions, images=images)
 
 
 def batch_size(inputs: Any) -> int:

@@ -324,3 +324,61 @@ def test_agent_positions_are_labelled_by_role_and_the_lens_reads_actions(trained
     assert ds.logit_lens.dims == ("sample", "layer_read", "action")
     np.testing.assert_allclose(ds.logit_lens.isel(layer_read=-1).values, ds.action_logits.values, atol=1e-4)
     np.testing.assert_allclose(ds.attention.sum("position").values, 1.0, atol=1e-5)
+
+
+AGENT_KINDS = {
+    "steer": "kind: steer, vector: {random: {seed: 2}}",
+    "scale": "kind: scale",
+    "ablate": "kind: ablate, method: zero",
+    "patch": "kind: patch, source: {same: {swap_word: [red, blue]}}",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(AGENT_KINDS))
+def test_every_kind_at_a_symbolic_position_matches_hand_written_hooks(trained, kind):
+    from runner.data import changed
+    from runner.spec.models import SameOptions
+
+    folder, _ = trained
+    spec = write_spec(folder, f"""\
+        name: kinds-{kind}
+        model: {{checkpoint: results/tiny-train/models/seed=1}}
+        data:
+          trajectories: {{env: BabyAI-GoToRedBallGrey-v0, episodes: 3, seed: 800}}
+        intervention: {{{AGENT_KINDS[kind]}, hook: resid_pre, layer: 1, position: {{token: state, timestep: -2}}}}
+        sweep:
+          intervention.coefficient: [0.0, 0.7]
+        metrics: [action_logits]
+        """, f"kinds-{kind}.yaml")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(folder)
+        ds = runner.run(spec, fresh=True)
+    agent = runner.load_model(folder / "results" / "tiny-train" / "models" / "seed=1")
+    traj = load_trajectories(runner.load_spec(spec).spec.data, folder, 0)
+    inputs = windows(traj, np.arange(len(traj.actions)), agent.config)
+    index, name, c = agent.config.roles().index("S2"), "blocks.1.hook_resid_pre", 0.7
+    with torch.inference_mode():
+        clean, cache = agent.run_with_cache(inputs, names_filter=lambda n: n == name)
+        x = cache[name][:, index]
+        if kind == "steer":
+            v = np.random.default_rng(2).standard_normal(32)
+            new = x + c * torch.as_tensor(v / np.linalg.norm(v), dtype=torch.float32)
+        elif kind == "scale":
+            new = (1 + c) * x
+        elif kind == "ablate":
+            new = x + c * (0 - x)
+        else:
+            swapped = windows(changed(traj, SameOptions(swap_word=["red", "blue"])), np.arange(len(traj.actions)),
+                              agent.config)
+            assert not torch.equal(swapped.mission, inputs.mission)
+            _, source = agent.run_with_cache(swapped, names_filter=lambda n: n == name)
+            new = x + c * (source[name][:, index] - x)
+
+        def hook(act, hook):
+            act = act.clone()
+            act[:, index] = new
+            return act
+
+        expected = agent.run_with_hooks(inputs, [(name, hook)])[:, -1]
+    np.testing.assert_allclose(ds.action_logits.sel(coefficient=0.7).values, expected.numpy(), atol=1e-5)
+    np.testing.assert_array_equal(ds.action_logits.sel(coefficient=0.0).values, clean[:, -1].numpy())

@@ -43,6 +43,7 @@ class Context:
     device: str
     spec_seed: int
     sites: set[str]
+    data: Any = None           # the spec's data source (what same: {...} sources change)
     _clean: tuple[torch.Tensor, dict[str, torch.Tensor]] | None = field(default=None, repr=False)
     _sources: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
@@ -68,13 +69,14 @@ class Context:
         """Last-position logits of a patch's source run (cached per source)."""
         key = content_id(intervention.source.model_dump(mode="json"))
         if key not in self._sources:
-            inputs = make_inputs(intervention.source, self.model, self.dims, self.base_dir, self.spec_seed, self.device)
+            inputs = make_inputs(intervention.source, self.model, self.dims, self.base_dir, self.spec_seed, self.device,
+                                 self.data)
             self._sources[key] = self.model(inputs)[:, -1]
         return self._sources[key]
 
     def activation_of(self, data: Any, site: str) -> torch.Tensor:
         """The activation at ``site`` for another data source (contrast vectors)."""
-        inputs = make_inputs(data, self.model, self.dims, self.base_dir, self.spec_seed, self.device)
+        inputs = make_inputs(data, self.model, self.dims, self.base_dir, self.spec_seed, self.device, self.data)
         _, cache = self.model.run_with_cache(inputs, names_filter=lambda n: n == site)
         return cache[site]
 
@@ -130,7 +132,7 @@ def _run_group(points: list[Point], task: Task, device: str, records: dict) -> N
         sites |= {f"blocks.{layer}.hook_resid_pre" for s in sites if (layer := _block_of(s)) is not None}
         readouts = metrics.readouts([m for p in points for m in p.spec.metrics], dims.n_layers)
         sites |= readouts
-        ctx = Context(model, inputs, dims, task.base_dir, device, spec.seed, sites)
+        ctx = Context(model, inputs, dims, task.base_dir, device, spec.seed, sites, spec.data)
         clean = ctx.clean()[0]
     except Exception:  # the group cannot start: every point in it fails with the same message
         for p in points:

@@ -242,11 +242,40 @@ class Ablate(Addressed):
     seed: int | None = Field(None, ge=0, description="resample: seed of the permutation; default: the spec's seed.")
 
 
+class CellEdit(Strict):
+    row: int = Field(ge=0, le=6, description="Row of the 7x7 view as MiniGrid stores it (image[row, col]; the agent is at [3, 6]).")
+    col: int = Field(ge=0, le=6, description="Column of the 7x7 view.")
+    object: str | None = Field(None, description="New object: ball, box, key, door, wall, empty, ...")
+    colour: str | None = Field(None, description="New colour: red, green, blue, purple, yellow, grey.")
+
+
+class SameOptions(Strict):
+    target_return: float | None = Field(None, description="Decision transformers: the RTG tokens conditioned on this return.")
+    swap_word: list[str] | None = Field(None, min_length=2, max_length=2,
+                                        description="[from, to]: every mission with the word 'from' replaced by 'to'.")
+    edit_cell: CellEdit | None = Field(None, description="One cell of every observation changed.")
+
+    @model_validator(mode="after")
+    def _something(self) -> "SameOptions":
+        if self.target_return is None and self.swap_word is None and self.edit_cell is None:
+            raise ValueError("same: needs at least one change (target_return, swap_word or edit_cell)")
+        return self
+
+
+class SameData(Strict):
+    same: SameOptions = Field(description="Agents: the spec's own trajectories with one thing changed (a patching "
+                                          "counterfactual that pairs up with data sample by sample).")
+
+
+PatchSource = one_of("source", TokensData, RandomTokensData, TrajectoryData, FileData, SameData)
+
+
 class Patch(Addressed):
     """x + c·(x_source − x): activations of a source run patched in."""
 
     kind: Literal["patch"] = Field(description="patch: move the activation towards the source run's.")
-    source: DataSource = Field(description="The inputs whose activations are patched in; same shape as data.")
+    source: PatchSource = Field(description="The inputs whose activations are patched in; same shape as data: "
+                                            "tokens, trajectories, or same: {...} (the data, changed).")
 
 
 Intervention = Annotated[Union[Steer, Scale, Ablate, Patch], Field(discriminator="kind")]
