@@ -179,6 +179,37 @@ def _check_source(source: Any, spec: Any, dims: Dims, base_dir: Path) -> Iterato
                      f"{data_shape(spec.data, spec)}: patching pairs them up sample by sample")
 
 
+def _check_contrast(contrast: Any, iv: Any, dims: Dims, base_dir: Path, spec: Any) -> Iterator[tuple[tuple, str]]:
+    """Each side reads what the model reads, fits the positions steered, and selects at least one sample."""
+    from runner.envs.selection import is_selection, selection_mask
+
+    agent = is_agent(spec)
+    for side_name in ("positive", "negative"):
+        side, path = getattr(contrast, side_name), ("intervention", "vector", "contrast", side_name)
+        if is_selection(side):
+            if not agent:
+                yield path, "selections (mission, mission_word, in_view) pick samples of an agent's trajectories"
+                continue
+            from runner.sources import load_trajectories
+
+            try:
+                mask = selection_mask(load_trajectories(spec.data, base_dir, spec.seed), side)
+            except ValueError as exc:
+                yield path, str(exc)
+                continue
+            if not mask.any():
+                yield path, f"the selection {side.model_dump()} matches none of the data's {mask.size} samples"
+        elif isinstance(side, (TrajectoryData, FileData)) != agent:
+            yield path, "a contrast side is the same kind of data as data: (tokens for token models, trajectories for agents)"
+        elif not agent:
+            yield from _check_tokens(side, path, dims, spec)
+            if iv.position != "all":
+                try:
+                    position_indices(iv.position, data_shape(side, spec)[1], dims.roles)
+                except ValueError as exc:
+                    yield path, f"this side's inputs are shorter than the positions steered: {exc}"
+
+
 def _check_same(same: Any, path: tuple) -> Iterator[tuple[tuple, str]]:
     from runner.envs.vocab import mission_words_ok
 
@@ -229,8 +260,7 @@ def _check_vector(iv: Any, site: Any, dims: Dims, base_dir: Path, spec: Spec) ->
             if t is not None and t >= dims.d_vocab:
                 yield path, f"token id {t} is out of range for d_vocab {dims.d_vocab}"
     elif hasattr(source, "contrast"):
-        for side in ("positive", "negative"):
-            yield from _check_tokens(getattr(source.contrast, side), ("intervention", "vector", "contrast", side), dims, spec)
+        yield from _check_contrast(source.contrast, iv, dims, base_dir, spec)
 
 
 def resolve_path(path: str, base_dir: Path | str) -> Path:

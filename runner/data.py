@@ -40,7 +40,7 @@ def make_inputs(data: Any, model: Any, dims: Any, base_dir: str | Path, default_
 
 def _agent_inputs(data: Any, model: Any, base_dir: str | Path, default_seed: int, device: str, same: Any = None) -> Any:
     from runner.models.windows import windows
-    from runner.train import load_trajectories
+    from runner.sources import load_trajectories
 
     traj = load_trajectories(data, base_dir, default_seed)
     target = getattr(getattr(data, "trajectories", None), "target_return", None)
@@ -76,3 +76,4 @@ def batch_size(inputs: Any) -> int:
 def repeat_rows(inputs: Any, n: int) -> Any:
     """The batch stacked ``n`` times along its first dim (one copy per folded grid point)."""
     return inputs.repeat(n, 1) if isinstance(inputs, torch.Tensor) else inputs.repeat(n)
+

@@ -13,27 +13,13 @@ import numpy as np
 import torch
 import xarray as xr
 
-from runner.envs.trajectories import Trajectories, cache_key, cached
+from runner.envs.trajectories import Trajectories
+from runner.sources import load_trajectories
 from runner.envs.rollout import RandomPolicy, rollout
 from runner.envs.vocab import tokenize
 from runner.models.agent import Agent, AgentConfig
 from runner.models.windows import AgentPolicy, windows
 from runner.spec.models import FileData, TrainSpec
-
-
-def load_trajectories(data: Any, base_dir: str | Path, default_seed: int) -> Trajectories:
-    """The demonstrations a data source names: generated once and cached, or read from an .npz."""
-    from runner.checks import resolve_path
-
-    if isinstance(data, FileData):
-        return Trajectories.load_npz(resolve_path(data.file, base_dir))
-    t = data.trajectories
-    seed = default_seed if t.seed is None else t.seed
-    cache_dir = Path(base_dir) / "results" / ".cache" / "trajectories"
-    if not (cache_dir / f"{cache_key(t.env, t.policy, t.episodes, seed, t.max_steps, t.epsilon)}.npz").is_file():
-        print(f"  generating {t.episodes} {t.env} episodes with the {t.policy} policy (cached in {cache_dir})",
-              file=sys.stderr, flush=True)
-    return cached(t.env, t.policy, t.episodes, seed, t.max_steps, t.epsilon, cache_dir=cache_dir)
 
 
 def agent_config(spec: TrainSpec, traj: Trajectories, point_seed: int) -> AgentConfig:

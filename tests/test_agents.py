@@ -13,7 +13,7 @@ import runner
 from runner.models.agent import AgentConfig
 from runner.models.checkpoint import load_agent, save_agent
 from runner.models.windows import windows
-from runner.train import load_trajectories
+from runner.sources import load_trajectories
 from conftest import cli, write_spec
 
 TRAIN = """\
@@ -382,3 +382,62 @@ def test_every_kind_at_a_symbolic_position_matches_hand_written_hooks(trained, k
         expected = agent.run_with_hooks(inputs, [(name, hook)])[:, -1]
     np.testing.assert_allclose(ds.action_logits.sel(coefficient=0.7).values, expected.numpy(), atol=1e-5)
     np.testing.assert_array_equal(ds.action_logits.sel(coefficient=0.0).values, clean[:, -1].numpy())
+
+
+def test_contrast_between_selections_of_the_data(trained):
+    from runner.envs.selection import selection_mask
+    from runner.spec.models import ViewSelect
+
+    folder, _ = trained
+    spec = write_spec(folder, """\
+        name: contrast-view
+        model: {checkpoint: results/tiny-train/models/seed=0}
+        data:
+          trajectories: {env: BabyAI-GoToRedBallGrey-v0, episodes: 6, seed: 300}
+        intervention:
+          kind: steer
+          hook: resid_pre
+          layer: 1
+          position: {token: state, timestep: -1}
+          coefficient: 2.0
+          vector: {contrast: {positive: {in_view: red ball}, negative: {mission_word: red}}}
+        metrics: [action_logits]
+        """, "contrast.yaml")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(folder)
+        ds = runner.run(spec, fresh=True)
+    agent = runner.load_model(folder / "results" / "tiny-train" / "models" / "seed=0")
+    traj = load_trajectories(runner.load_spec(spec).spec.data, folder, 0)
+    inputs = windows(traj, np.arange(len(traj.actions)), agent.config)
+    name, last = "blocks.1.hook_resid_pre", len(agent.config.roles()) - 1
+    mask = torch.from_numpy(selection_mask(traj, ViewSelect(in_view="red ball")))
+    assert 0 < int(mask.sum()) < len(mask)
+    with torch.inference_mode():
+        _, cache = agent.run_with_cache(inputs, names_filter=lambda n: n == name)
+        acts = cache[name][:, last]
+        v = acts[mask].mean(0) - acts.mean(0)
+
+        def hook(x, hook):
+            x = x.clone()
+            x[:, last] += 2.0 * v
+            return x
+
+        expected = agent.run_with_hooks(inputs, [(name, hook)])[:, -1]
+    np.testing.assert_allclose(ds.action_logits.values, expected.numpy(), atol=1e-5)
+
+
+def test_an_empty_contrast_selection_is_refused_at_validate(trained):
+    folder, _ = trained
+    write_spec(folder, """\
+        name: empty-selection
+        model: {checkpoint: results/tiny-train/models/seed=0}
+        data:
+          trajectories: {env: BabyAI-GoToRedBallGrey-v0, episodes: 3, seed: 300}
+        intervention:
+          kind: steer
+          layer: 0
+          vector: {contrast: {positive: {mission_word: purple}, negative: {mission_word: red}}}
+        metrics: [action_logits]
+        """, "empty.yaml")
+    done = cli("validate", "empty.yaml", cwd=folder)
+    assert done.returncode == 2 and "empty.yaml:8:" in done.stderr and "matches none" in done.stderr

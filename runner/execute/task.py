@@ -65,6 +65,12 @@ class Context:
     def clean_activation(self, site: str) -> torch.Tensor:
         return self.clean()[1][site]
 
+    def trajectories(self) -> Any:
+        """The spec's trajectories (agents), one sample per step."""
+        from runner.sources import load_trajectories
+
+        return load_trajectories(self.data, self.base_dir, self.spec_seed)
+
     def source_logits(self, intervention: Any) -> torch.Tensor:
         """Last-position logits of a patch's source run (cached per source)."""
         key = content_id(intervention.source.model_dump(mode="json"))

@@ -7,13 +7,14 @@ import numpy as np
 import torch
 
 from runner.checks import resolve_path
+from runner.envs.selection import is_selection, selection_mask
 from runner.interventions import Edit, address
 
 
 def steer(iv: Any, ctx: Any, seed: int) -> list[Edit]:
     """One edit adding coefficient · vector at the addressed site."""
     site, index = address(iv, ctx)
-    vector = steering_vector(iv.vector, site, ctx, default_seed=ctx.spec_seed, head=iv.head)
+    vector = steering_vector(iv.vector, site, ctx, default_seed=ctx.spec_seed, head=iv.head, index=index)
     delta = (iv.coefficient * vector).to(ctx.device)
 
     def edit(x: torch.Tensor) -> torch.Tensor:
@@ -24,7 +25,8 @@ def steer(iv: Any, ctx: Any, seed: int) -> list[Edit]:
     return [(site.name, edit)]
 
 
-def steering_vector(source: Any, site: Any, ctx: Any, default_seed: int, head: int | None = None) -> torch.Tensor:
+def steering_vector(source: Any, site: Any, ctx: Any, default_seed: int, head: int | None = None,
+                    index: tuple | None = None) -> torch.Tensor:
     """The vector v a vector source gives at a site (at one head of it, when given), float32 on the CPU."""
 
     def at_head(acts: torch.Tensor) -> torch.Tensor:
@@ -50,8 +52,19 @@ def steering_vector(source: Any, site: Any, ctx: Any, default_seed: int, head: i
         others = [i for i in range(w_u.shape[1]) if i != toward]
         away = w_u[:, against] if against is not None else w_u[:, others].mean(dim=1)
         return w_u[:, toward] - away
-    pos, neg = (at_head(ctx.activation_of(getattr(source.contrast, side), site.name)) for side in ("positive", "negative"))
+    sides = (_side_activation(getattr(source.contrast, side), site.name, ctx) for side in ("positive", "negative"))
+    pos, neg = (acts[index] if index is not None else at_head(acts) for acts in sides)
     return _mean_vector(pos) - _mean_vector(neg)
+
+
+def _side_activation(side: Any, site: str, ctx: Any) -> torch.Tensor:
+    """The activations a contrast side gives: other inputs, or the selected samples of the clean run."""
+    if not is_selection(side):
+        return ctx.activation_of(side, site)
+    mask = selection_mask(ctx.trajectories(), side)
+    if not mask.any():
+        raise ValueError(f"the contrast selection {side.model_dump()} matches no sample of the data")
+    return ctx.clean_activation(site)[torch.from_numpy(mask).to(ctx.device)]
 
 
 def _mean_vector(acts: torch.Tensor) -> torch.Tensor:

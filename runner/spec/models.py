@@ -154,14 +154,31 @@ class RandomVector(Strict):
     random: RandomVectorOptions = Field(description="A seeded random direction (a control for learned vectors).")
 
 
+class MissionSelect(Strict):
+    mission: str = Field(description="Agents: the samples of the spec's data whose mission is exactly this.")
+
+
+class WordSelect(Strict):
+    mission_word: str = Field(description="Agents: the samples of the spec's data whose mission has this word.")
+
+
+class ViewSelect(Strict):
+    in_view: str = Field(description="Agents: the samples whose current view shows this object ('key' or 'red key').")
+
+
+ContrastSide = one_of("contrast side", TokensData, RandomTokensData, TrajectoryData, FileData,
+                      MissionSelect, WordSelect, ViewSelect)
+
+
 class ContrastOptions(Strict):
-    positive: DataSource = Field(description="Inputs whose mean activation is the vector's plus side.")
-    negative: DataSource = Field(description="Inputs whose mean activation is subtracted.")
+    positive: ContrastSide = Field(description="Inputs, or a selection of the spec's data: the vector's plus side.")
+    negative: ContrastSide = Field(description="Inputs, or a selection of the spec's data: subtracted.")
 
 
 class ContrastVector(Strict):
     contrast: ContrastOptions = Field(
-        description="Mean activation difference at the site (over samples and positions) between two inputs."
+        description="Mean activation difference at the site between two inputs or two selections of the data, "
+                    "averaged over samples and over the intervention's positions (all positions for position: all)."
     )
 
 
