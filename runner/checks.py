@@ -119,6 +119,10 @@ def check_point(spec: Any, base_dir: Path) -> Iterator[tuple[tuple, str]]:
             yield ("metrics", i), f"metric {metric.kind!r}: actions name an agent's choices; a token model takes tokens"
         if getattr(metric, "tokens", None) and is_agent(spec):
             yield ("metrics", i), f"metric {metric.kind!r}: an agent's choices are actions: [left, right], not tokens"
+        if metric.kind == "rollout" and spec.intervention is not None and (
+                spec.intervention.kind == "patch" or getattr(spec.intervention, "method", None) == "resample"):
+            yield ("metrics", i), ("a rollout plays new episodes, so a per-sample reference (patch source, resample) "
+                                   "has no sample to pair with; use steer, scale, or ablate zero / mean")
         if metric.kind == "attention":
             if metric.layer >= dims.n_layers:
                 yield ("metrics", i), f"attention layer {metric.layer} is out of range: the model has {dims.n_layers} layers"

@@ -441,3 +441,23 @@ def test_an_empty_contrast_selection_is_refused_at_validate(trained):
         """, "empty.yaml")
     done = cli("validate", "empty.yaml", cwd=folder)
     assert done.returncode == 2 and "empty.yaml:8:" in done.stderr and "matches none" in done.stderr
+
+
+def test_mean_ablation_in_rollouts_and_per_sample_references_refused(trained):
+    folder, _ = trained
+    text = """\
+        name: ablate-roll
+        model: {checkpoint: results/tiny-train/models/seed=0}
+        data:
+          trajectories: {env: BabyAI-GoToRedBallGrey-v0, episodes: 3, seed: 300}
+        intervention: {kind: ablate, method: METHOD, hook: z, layer: 0, head: 1}
+        metrics: [{rollout: {episodes: 5}}]
+        """
+    write_spec(folder, text.replace("METHOD", "mean"), "ablate-roll.yaml")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(folder)
+        ds = runner.run(folder / "ablate-roll.yaml", fresh=True)
+    assert (ds.status == "ok").all() and ds.sizes["episode"] == 5
+    write_spec(folder, text.replace("METHOD", "resample"), "resample-roll.yaml")
+    done = cli("validate", "resample-roll.yaml", cwd=folder)
+    assert done.returncode == 2 and "has no sample to pair with" in done.stderr

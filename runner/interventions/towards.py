@@ -36,8 +36,8 @@ def ablate(iv: Any, ctx: Any, seed: int) -> list[Edit]:
     if iv.method == "zero":
         return _towards(site.name, index, iv.coefficient, torch.zeros_like)
     clean = ctx.clean_activation(site.name)
-    if iv.method == "mean":
-        reference = clean.mean(dim=0, keepdim=True).expand_as(clean)
+    if iv.method == "mean":  # one sample, broadcast: the same mean serves a rollout's live episodes
+        reference = clean.mean(dim=0, keepdim=True)
     else:
         rng = np.random.default_rng(ctx.spec_seed if iv.seed is None else iv.seed)
         reference = clean[torch.from_numpy(rng.permutation(clean.shape[0])).to(clean.device)]

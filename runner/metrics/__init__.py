@@ -68,6 +68,13 @@ def restored_fraction(metric: Any, r: Reading) -> Result:
     else:
         m = lambda logits: logits[:, pair[0]] - logits[:, pair[1]]  # noqa: E731
     clean, source, patched = m(r.clean), m(r.source), m(r.out)
+    if metric.reduce == "mean":  # a ratio of means: per-sample ratios explode where source ≈ clean
+        clean, source, patched = clean.mean(), source.mean(), patched.mean()
+        fraction = (patched - clean) / (source - clean)
+        return {name: ((), _np(value), {"long_name": text, "cell_methods": "sample: mean"}) for name, value, text in (
+            ("restored_fraction", fraction, f"fraction of the mean {'logit difference' if pair else 'top-choice logit'} restored"),
+            ("restored_clean", clean, "unpatched run (fraction 0), mean over samples"),
+            ("restored_source", source, "source run (fraction 1), mean over samples"))}
     fraction = (patched - clean) / (source - clean)
     what = "logit difference" if pair else "logit of the source run's top choice"
     return {
