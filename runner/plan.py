@@ -153,10 +153,19 @@ def compile_plan(spec: str | Path | LoadedSpec, *, out: str | Path | None = None
 
 
 def point_folder(point: Point) -> str:
-    """The name of a train point's model folder: its coordinates, ``n_layers=2,seed=0``."""
+    """A file name for a point's artifacts from its coordinates: ``n_layers=2,seed=0`` (``model`` without a sweep).
+
+    Scalars are written as they are; lists and mappings (a swept vector source, say) by a short content id.
+    """
     if not point.coords:
         return "model"
-    return ",".join(f"{k}={v}" for k, v in point.coords.items()).replace("/", "_").replace(" ", "")
+
+    def text(value: Any) -> str:
+        plain = isinstance(value, (bool, int, float, str)) and len(str(value)) <= 40
+        return str(value) if plain else content_id(value, 8)
+
+    name = ",".join(f"{k}={text(v)}" for k, v in point.coords.items())
+    return "".join(c if c.isalnum() or c in "=,.-_+" else "_" for c in name)
 
 
 def _run_axes(loaded: LoadedSpec, base: Path) -> tuple[list[Any], list[Path]]:

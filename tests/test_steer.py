@@ -132,3 +132,18 @@ def test_direction_vector_is_the_unembedding_difference(project):
         np.testing.assert_allclose(ds.logits.sel(coefficient=1.0, layer=layer).values, expected.numpy(), atol=1e-5)
     diff = ds.logit_diff.mean("sample")
     assert float(diff.sel(coefficient=1.0, layer=1)) > float(diff.sel(coefficient=-1.0, layer=1))
+
+
+def test_the_vector_of_every_point_is_saved_in_the_run_folder(project):
+    spec = write_spec(project, BASE_SPEC.replace("{random: {seed: 0}}", "{random: {seed: 0, norm: match}}"))
+    runner.run(spec)
+    folder = project / "results" / "base" / "vectors"
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        f"coefficient={c},layer={layer}.npy" for c in (-1.0, 0.0, 1.0) for layer in (0, 1))
+    v0, v1 = np.load(folder / "coefficient=1.0,layer=0.npy"), np.load(folder / "coefficient=1.0,layer=1.npy")
+    model = runner.load_model(spec)
+    with torch.inference_mode():
+        _, cache = model.run_with_cache(tokens())
+    for layer, v in ((0, v0), (1, v1)):
+        scale = float(cache[f"blocks.{layer}.hook_resid_pre"].norm(dim=-1).mean())
+        np.testing.assert_allclose(v, (random_unit(0, 32) * scale).numpy(), rtol=1e-5)

@@ -9,6 +9,7 @@ raises is recorded as failed with its message; the others still finish.
 """
 from __future__ import annotations
 
+import io
 import re
 import traceback
 from collections import defaultdict
@@ -99,7 +100,7 @@ def run_task(task: Task) -> TaskResult:
     else:
         with torch.inference_mode():
             for group in _groups(task.points):
-                _run_group(group, task, device, records)
+                _run_group(group, task, device, records, files)
     return TaskResult(_assemble(task, records, device), files)
 
 
@@ -128,7 +129,7 @@ def _groups(points: tuple[Point, ...]) -> list[list[Point]]:
     return list(groups.values())
 
 
-def _run_group(points: list[Point], task: Task, device: str, records: dict) -> None:
+def _run_group(points: list[Point], task: Task, device: str, records: dict, files: dict) -> None:
     try:
         spec = points[0].spec
         dims = model_dims(spec, task.base_dir)
@@ -147,9 +148,14 @@ def _run_group(points: list[Point], task: Task, device: str, records: dict) -> N
     prepared = []
     for p in points:
         try:
-            prepared.append((p, interventions.prepare(p.spec.intervention, ctx, p.seed)))
+            edits = interventions.prepare(p.spec.intervention, ctx, p.seed)
         except Exception:
             records[p.index] = _error()
+            continue
+        prepared.append((p, edits))
+        for _, fn in edits:
+            if hasattr(fn, "vector"):
+                files[f"vectors/{point_folder(p)}.npy"] = _npy_bytes(fn.vector)
     edits_of = {p.index: edits for p, edits in prepared}
     for p, out, seen in _forward(ctx, prepared, clean, records, readouts):
         try:
@@ -162,6 +168,12 @@ def _run_group(points: list[Point], task: Task, device: str, records: dict) -> N
             records[p.index] = _metric_dataset(result, ctx.dims.roles)
         except Exception:
             records[p.index] = _error()
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
 
 
 def _needs_source(spec: Any) -> bool:

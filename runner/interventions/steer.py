@@ -22,6 +22,7 @@ def steer(iv: Any, ctx: Any, seed: int) -> list[Edit]:
         y[index] = x[index] + delta
         return y
 
+    edit.vector = vector.numpy()  # the run folder keeps every vector used (vectors/<point>.npy)
     return [(site.name, edit)]
 
 
