@@ -461,3 +461,22 @@ def test_mean_ablation_in_rollouts_and_per_sample_references_refused(trained):
     write_spec(folder, text.replace("METHOD", "resample"), "resample-roll.yaml")
     done = cli("validate", "resample-roll.yaml", cwd=folder)
     assert done.returncode == 2 and "has no sample to pair with" in done.stderr
+
+
+def test_a_swept_position_is_labelled_by_role(trained):
+    folder, _ = trained
+    spec = write_spec(folder, """\
+        name: roles
+        model: {checkpoint: results/tiny-train/models/seed=0}
+        data:
+          trajectories: {env: BabyAI-GoToRedBallGrey-v0, episodes: 2, seed: 300}
+        intervention: {kind: ablate, method: zero, hook: resid_pre, layer: 1}
+        sweep:
+          intervention.position: [0, -1, -2]
+        metrics: [{action_logits: {reduce: mean}}]
+        """, "roles.yaml")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(folder)
+        ds = runner.run(spec, fresh=True)
+    roles = runner.load_model(folder / "results" / "tiny-train" / "models" / "seed=0").config.roles()
+    assert ds.role.values.tolist() == [roles[0], roles[-1], roles[-2]] == ["I0", "S3", "A2"]

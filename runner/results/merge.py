@@ -58,7 +58,28 @@ def unflatten(points: xr.Dataset, plan: Plan) -> xr.Dataset:
             out = out.assign_coords({d: points[d].values})
     for name, (dim, values) in plan.coords.items():
         out = out.assign_coords({name: (dim, coord_values(values))})
+    roles = _position_roles(plan)
+    if roles is not None:
+        out = out.assign_coords(role=("position", roles))
     return out
+
+
+def _position_roles(plan: Plan) -> np.ndarray | None:
+    """Role labels (S1, A1, I0 ...) for a swept integer ``intervention.position`` of an agent, if unambiguous."""
+    from runner.checks import model_dims
+
+    member = next((m for axis in plan.loaded.axes for m in axis.members
+                   if m.path == ("intervention", "position") and m.name == "position"), None)
+    if member is None or not all(isinstance(v, int) and not isinstance(v, bool) for v in member.values):
+        return None
+    try:
+        found = {model_dims(p.spec, plan.base_dir).roles for p in plan.points}
+    except Exception:  # a model source without roles (token models) or an unreadable one: no labels
+        return None
+    roles = found.pop() if len(found) == 1 else None
+    if roles is None:
+        return None
+    return np.array([roles[v] for v in member.values], dtype=object)
 
 
 def provenance(plan: Plan, executor: str, device: str) -> dict[str, str]:
