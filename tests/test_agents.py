@@ -480,3 +480,27 @@ def test_a_swept_position_is_labelled_by_role(trained):
         ds = runner.run(spec, fresh=True)
     roles = runner.load_model(folder / "results" / "tiny-train" / "models" / "seed=0").config.roles()
     assert ds.role.values.tolist() == [roles[0], roles[-1], roles[-2]] == ["I0", "S3", "A2"]
+
+
+def test_an_rtg_scan_folds_into_one_batch_with_the_same_numbers(tmp_path):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(tmp_path)
+        runner.run(write_spec(tmp_path, TRAIN.replace("ARCH", "decision_transformer").replace("tiny-train", "tiny-dt")
+                              .replace("  seed: [0, 1]\n", "  seed: [0]\n"), "dt.yaml"))
+        scan = """\
+            name: NAME
+            model: {run: tiny-dt}
+            data:
+              trajectories: {env: BabyAI-GoToRedBallGrey-v0, episodes: 3, seed: 100, epsilon: 0.3, target_return: 0.5}
+            sweep:
+              data.trajectories.target_return: [0.1, 0.5, 0.9]
+            metrics: [action_logits, logit_lens]
+            execution: {points_per_task: PPT}
+            """
+        folded = runner.run(write_spec(tmp_path, scan.replace("NAME", "folded").replace("PPT", "3"), "a.yaml"))
+        single = runner.run(write_spec(tmp_path, scan.replace("NAME", "single").replace("PPT", "1"), "b.yaml"))
+    assert folded.action_logits.dims == ("seed", "target_return", "sample", "action")
+    np.testing.assert_array_equal(folded.action_logits.values, single.action_logits.values)
+    np.testing.assert_array_equal(folded.logit_lens.values, single.logit_lens.values)
+    low, high = folded.action_logits.sel(target_return=0.1), folded.action_logits.sel(target_return=0.9)
+    assert not np.allclose(low.values, high.values), "the RTG token must reach the logits"

@@ -99,7 +99,10 @@ def run_task(task: Task) -> TaskResult:
             _train(point, task, device, records, files)
     else:
         with torch.inference_mode():
-            for group in _groups(task.points):
+            scans, rest = _rtg_scans(task.points)
+            for scan in scans:
+                _run_rtg_scan(scan, task, device, records)
+            for group in _groups(tuple(rest)):
                 _run_group(group, task, device, records, files)
     return TaskResult(_assemble(task, records, device), files)
 
@@ -127,6 +130,63 @@ def _groups(points: tuple[Point, ...]) -> list[list[Point]]:
         key = content_id([p.spec.model.model_dump(mode="json"), p.spec.data.model_dump(mode="json"), p.spec.seed])
         groups[key].append(p)
     return list(groups.values())
+
+
+def _target(p: Point) -> float | None:
+    return getattr(getattr(p.spec.data, "trajectories", None), "target_return", None)
+
+
+def _rtg_scans(points: tuple[Point, ...]) -> tuple[list[list[Point]], list[Point]]:
+    """Plain points that differ only in their target return (an RTG scan), and the rest.
+
+    An RTG scan's points read the same windows with other RTG tokens: their clean
+    passes fold into one batch instead of one forward per target.
+    """
+    scans: dict[str, list[Point]] = defaultdict(list)
+    rest = []
+    for p in points:
+        if p.spec.intervention is None and _target(p) is not None:
+            data = p.spec.data.model_dump(mode="json")
+            data["trajectories"].pop("target_return")
+            scans[content_id([p.spec.model.model_dump(mode="json"), data, p.spec.seed])].append(p)
+        else:
+            rest.append(p)
+    folded = [group for group in scans.values() if len({_target(p) for p in group}) > 1]
+    rest += [p for group in scans.values() if len({_target(p) for p in group}) == 1 for p in group]
+    return folded, sorted(rest, key=lambda p: p.index)
+
+
+def _run_rtg_scan(points: list[Point], task: Task, device: str, records: dict) -> None:
+    """An RTG scan: one forward over every target's windows, stacked; each point reads its own rows."""
+    from runner.models.agent import AgentInputs
+
+    try:
+        spec = points[0].spec
+        dims = model_dims(spec, task.base_dir)
+        model = get_model(spec.model, device, task.base_dir)
+        targets = sorted({_target(p) for p in points})
+        first = {t: next(p for p in points if _target(p) == t) for t in targets}
+        variants = [make_inputs(first[t].spec.data, model, dims, task.base_dir, spec.seed, device) for t in targets]
+        readouts = metrics.readouts([m for p in points for m in p.spec.metrics], dims.n_layers)
+        logits, cache = model.run_with_cache(AgentInputs.cat(variants), names_filter=lambda n: n in readouts)
+    except Exception:
+        for p in points:
+            records[p.index] = _error()
+        return
+    batch = len(variants[0])
+    for p in points:
+        try:
+            rows = slice(targets.index(_target(p)) * batch, (targets.index(_target(p)) + 1) * batch)
+            clean = logits[rows, -1]
+            seen = {n: metrics.last_position(n, a)[rows] for n, a in cache.items()}
+            result = metrics.measure(p.spec.metrics, metrics.Reading(clean, clean, None, seen, model, True))
+            ctx = Context(model, variants[0], dims, task.base_dir, device, p.spec.seed, set(), p.spec.data)
+            for metric in p.spec.metrics:
+                if metric.kind in metrics.CLOSED_LOOP:
+                    result |= _closed_loop(metric, ctx, [], p.spec)
+            records[p.index] = _metric_dataset(result, dims.roles)
+        except Exception:
+            records[p.index] = _error()
 
 
 def _run_group(points: list[Point], task: Task, device: str, records: dict, files: dict) -> None:

@@ -99,6 +99,11 @@ class AgentInputs:
     def select(self, rows: Any) -> "AgentInputs":
         return AgentInputs(*(t[rows] for t in self.tensors()))
 
+    @staticmethod
+    def cat(batches: list["AgentInputs"]) -> "AgentInputs":
+        """Batches stacked along the sample dim."""
+        return AgentInputs(*(torch.cat(parts) for parts in zip(*(b.tensors() for b in batches))))
+
     def repeat(self, n: int) -> "AgentInputs":
         return AgentInputs(*(t.repeat(n, *([1] * (t.dim() - 1))) for t in self.tensors()))
 
