@@ -68,6 +68,9 @@ class Site:
 
 def resolve_site(hook: str, layer: int | None, dims: Dims) -> Site:
     """The site a (hook, layer) address names in a model of ``dims``; ValueError says why not."""
+    if hook == "result" or hook.endswith("attn.hook_result"):
+        raise SiteError("per-head attention results (hook_result) are not available: TransformerLens 4's native "
+                        "bridge cannot compute them (use_attn_result); address the head through z, its output before W_O")
     if hook in _GLOBAL:
         if layer is not None:
             raise SiteError(f"hook {hook!r} is outside the blocks and takes no layer", "layer")
