@@ -169,13 +169,22 @@ def _check_source(source: Any, spec: Any, dims: Dims, base_dir: Path) -> Iterato
     if isinstance(source, SameData):
         if not is_agent(spec):
             yield path, "same: {...} changes an agent's trajectories; a token model's source is tokens"
-        yield from _check_same(source.same, path + ("same",))
+            return
+        yield from _check_same(source.same, path + ("same",), spec, base_dir, dims)
         return
     if isinstance(source, (TrajectoryData, FileData)) != isinstance(spec.data, (TrajectoryData, FileData)):
         yield path, "a patch source is the same kind of data as data: (tokens for token models, trajectories for agents)"
         return
     if isinstance(source, (TrajectoryData, FileData)):
-        yield from _check_agent_data(source, path, base_dir, spec.seed)
+        problems = list(_check_agent_data(source, path, base_dir, spec.seed))
+        yield from problems
+        if not problems:
+            from runner.sources import load_trajectories
+
+            ours, theirs = (len(load_trajectories(d, base_dir, spec.seed).actions) for d in (spec.data, source))
+            if ours != theirs:
+                yield path, (f"the source has {theirs} samples (steps) but data has {ours}: patching pairs them up "
+                             "sample by sample; use same: {...} for a counterfactual of the same episodes")
         return
     yield from _check_tokens(source, path, dims, spec)
     if data_shape(source, spec) != data_shape(spec.data, spec):
@@ -205,7 +214,9 @@ def _check_contrast(contrast: Any, iv: Any, dims: Dims, base_dir: Path, spec: An
                 yield path, f"the selection {side.model_dump()} matches none of the data's {mask.size} samples"
         elif isinstance(side, (TrajectoryData, FileData)) != agent:
             yield path, "a contrast side is the same kind of data as data: (tokens for token models, trajectories for agents)"
-        elif not agent:
+        elif agent:
+            yield from _check_agent_data(side, path, base_dir, spec.seed)
+        else:
             yield from _check_tokens(side, path, dims, spec)
             if iv.position != "all":
                 try:
@@ -214,13 +225,22 @@ def _check_contrast(contrast: Any, iv: Any, dims: Dims, base_dir: Path, spec: An
                     yield path, f"this side's inputs are shorter than the positions steered: {exc}"
 
 
-def _check_same(same: Any, path: tuple) -> Iterator[tuple[tuple, str]]:
+def _check_same(same: Any, path: tuple, spec: Any, base_dir: Path, dims: Dims) -> Iterator[tuple[tuple, str]]:
+    """A counterfactual must change something the agent reads."""
     from runner.envs.vocab import mission_words_ok
 
+    if same.target_return is not None and dims.roles is not None and not any(r.startswith("R") for r in dims.roles):
+        yield path + ("target_return",), "a behaviour clone reads no return-to-go: changing it changes nothing"
     for word in same.swap_word or []:
         problem = mission_words_ok(word)
         if problem:
             yield path + ("swap_word",), problem
+    if same.swap_word and not list(_check_agent_data(spec.data, ("data",), base_dir, spec.seed)):
+        from runner.sources import load_trajectories
+
+        missions = load_trajectories(spec.data, base_dir, spec.seed).missions
+        if not any(same.swap_word[0] in str(m).replace(",", " ").split() for m in missions):
+            yield path + ("swap_word",), f"no mission of the data contains {same.swap_word[0]!r}: nothing would change"
     if same.edit_cell:
         from minigrid.core.constants import COLOR_TO_IDX, OBJECT_TO_IDX
 
@@ -260,6 +280,9 @@ def _check_vector(iv: Any, site: Any, dims: Dims, base_dir: Path, spec: Spec) ->
             yield path, "action directions need an agent; a token model takes token: ID"
         if source.direction.token is not None and is_agent(spec):
             yield path, "an agent's directions are actions: action: NAME"
+        against_action = isinstance(source.direction.against, str)
+        if source.direction.against is not None and against_action != (source.direction.action is not None):
+            yield path + ("against",), "against names the same kind of choice as the target (an action name, or a token id)"
         for t in (toward, against):
             if t is not None and t >= dims.d_vocab:
                 yield path, f"token id {t} is out of range for d_vocab {dims.d_vocab}"

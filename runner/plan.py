@@ -152,13 +152,13 @@ def compile_plan(spec: str | Path | LoadedSpec, *, out: str | Path | None = None
     return plan
 
 
-def point_folder(point: Point) -> str:
+def point_folder(point: Point, default: str = "model") -> str:
     """A file name for a point's artifacts from its coordinates: ``n_layers=2,seed=0`` (``model`` without a sweep).
 
     Scalars are written as they are; lists and mappings (a swept vector source, say) by a short content id.
     """
     if not point.coords:
-        return "model"
+        return default
 
     def text(value: Any) -> str:
         plain = isinstance(value, (bool, int, float, str)) and len(str(value)) <= 40

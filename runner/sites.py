@@ -68,6 +68,9 @@ class Site:
 
 def resolve_site(hook: str, layer: int | None, dims: Dims) -> Site:
     """The site a (hook, layer) address names in a model of ``dims``; ValueError says why not."""
+    if hook == "attn_scores" or hook.endswith("attn.hook_attn_scores"):
+        raise SiteError("attn_scores cannot be intervened on: TransformerLens 4 discards edits there; "
+                        "address the attention weights through pattern")
     if hook == "result" or hook.endswith("attn.hook_result"):
         raise SiteError("per-head attention results (hook_result) are not available: TransformerLens 4's native "
                         "bridge cannot compute them (use_attn_result); address the head through z, its output before W_O")

@@ -504,3 +504,57 @@ def test_an_rtg_scan_folds_into_one_batch_with_the_same_numbers(tmp_path):
     np.testing.assert_array_equal(folded.logit_lens.values, single.logit_lens.values)
     low, high = folded.action_logits.sel(target_return=0.1), folded.action_logits.sel(target_return=0.9)
     assert not np.allclose(low.values, high.values), "the RTG token must reach the logits"
+
+
+BAD_AGENT_SPECS = {
+    "patch source of another size": ("kind: patch, source: {trajectories: {env: BabyAI-GoToRedBallGrey-v0, "
+                                     "episodes: 6, seed: 9}}", "pairs them up sample by sample"),
+    "rtg on a behaviour clone": "kind: patch, source: {same: {target_return: 0.2}}",
+    "swap a word no mission has": ("kind: patch, source: {same: {swap_word: [purple, red]}}", "no mission of the data"),
+    "contrast side of an unknown env": ("kind: steer, vector: {contrast: {positive: {trajectories: {env: BabyAI-Nope-v0, "
+                                        "episodes: 2}}, negative: {mission_word: red}}}", "BabyAI-Nope-v0"),
+    "attn_scores is read-only": ("kind: ablate, method: zero, hook: attn_scores, head: 0", "TransformerLens 4 discards"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_AGENT_SPECS))
+def test_agent_interventions_that_would_do_nothing_or_crash_are_refused(trained, case):
+    folder, _ = trained
+    entry = BAD_AGENT_SPECS[case]
+    intervention, phrase = entry if isinstance(entry, tuple) else (entry, "reads no return-to-go")
+    hook = "" if "hook:" in intervention else ", hook: resid_pre"
+    write_spec(folder, f"""\
+        name: bad-agent
+        model: {{checkpoint: results/tiny-train/models/seed=0}}
+        data:
+          trajectories: {{env: BabyAI-GoToRedBallGrey-v0, episodes: 3, seed: 300}}
+        intervention: {{{intervention}{hook}, layer: 0}}
+        metrics: [action_logits]
+        """, "bad-agent.yaml")
+    done = cli("validate", "bad-agent.yaml", cwd=folder)
+    assert done.returncode == 2 and "bad-agent.yaml:5:" in done.stderr and phrase in done.stderr, done.stderr
+
+
+def test_full_patch_restores_exactly_one(trained):
+    folder, _ = trained
+    spec = write_spec(folder, """\
+        name: full-patch
+        model: {checkpoint: results/tiny-train/models/seed=0}
+        data:
+          trajectories: {env: BabyAI-GoToRedBallGrey-v0, episodes: 3, seed: 300}
+        intervention: {kind: patch, hook: resid_post, layer: 1, source: {same: {swap_word: [red, blue]}}}
+        metrics: [{restored_fraction: {actions: [left, right]}}]
+        """, "full-patch.yaml")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(folder)
+        ds = runner.run(spec, fresh=True)
+    assert (ds.restored_fraction.values == 1.0).all()
+
+
+def test_run_with_cache_without_a_filter_caches_every_usable_hook(trained):
+    folder, _ = trained
+    agent = runner.load_model(folder / "results" / "tiny-train" / "models" / "seed=0")
+    traj = load_trajectories(runner.load_spec(folder / "train.yaml").spec.data, folder, 0)
+    with torch.inference_mode():
+        _, cache = agent.run_with_cache(windows(traj, np.arange(4), agent.config))
+    assert {"hook_embed", "blocks.1.hook_resid_post", "blocks.0.attn.hook_pattern"} <= set(cache)

@@ -147,3 +147,11 @@ def test_the_vector_of_every_point_is_saved_in_the_run_folder(project):
     for layer, v in ((0, v0), (1, v1)):
         scale = float(cache[f"blocks.{layer}.hook_resid_pre"].norm(dim=-1).mean())
         np.testing.assert_allclose(v, (random_unit(0, 32) * scale).numpy(), rtol=1e-5)
+
+
+def test_direction_against_of_the_wrong_kind_is_refused(project):
+    from conftest import cli
+
+    write_spec(project, BASE_SPEC.replace("{random: {seed: 0}}", "{direction: {token: 3, against: right}}"))
+    done = cli("validate", "spec.yaml", cwd=project)
+    assert done.returncode == 2 and "intervention.vector.direction.against" in done.stderr

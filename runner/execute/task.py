@@ -222,7 +222,7 @@ def _run_group(points: list[Point], task: Task, device: str, records: dict, file
         prepared.append((p, edits))
         for _, fn in edits:
             if hasattr(fn, "vector"):
-                files[f"vectors/{point_folder(p)}.npy"] = _npy_bytes(fn.vector)
+                files[f"vectors/{point_folder(p, default='vector')}.npy"] = _npy_bytes(fn.vector)
     edits_of = {p.index: edits for p, edits in prepared}
     for p, out, seen in _forward(ctx, prepared, clean, records, readouts):
         try:

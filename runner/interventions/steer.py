@@ -14,7 +14,7 @@ from runner.interventions import Edit, address
 def steer(iv: Any, ctx: Any, seed: int) -> list[Edit]:
     """One edit adding coefficient · vector at the addressed site."""
     site, index = address(iv, ctx)
-    vector = steering_vector(iv.vector, site, ctx, default_seed=ctx.spec_seed, head=iv.head, index=index)
+    vector = steering_vector(iv.vector, site, ctx, default_seed=ctx.spec_seed, head=iv.head, position=iv.position)
     delta = (iv.coefficient * vector).to(ctx.device)
 
     def edit(x: torch.Tensor) -> torch.Tensor:
@@ -27,7 +27,7 @@ def steer(iv: Any, ctx: Any, seed: int) -> list[Edit]:
 
 
 def steering_vector(source: Any, site: Any, ctx: Any, default_seed: int, head: int | None = None,
-                    index: tuple | None = None) -> torch.Tensor:
+                    position: Any = "all") -> torch.Tensor:
     """The vector v a vector source gives at a site (at one head of it, when given), float32 on the CPU."""
 
     def at_head(acts: torch.Tensor) -> torch.Tensor:
@@ -54,8 +54,17 @@ def steering_vector(source: Any, site: Any, ctx: Any, default_seed: int, head: i
         away = w_u[:, against] if against is not None else w_u[:, others].mean(dim=1)
         return w_u[:, toward] - away
     sides = (_side_activation(getattr(source.contrast, side), site.name, ctx) for side in ("positive", "negative"))
-    pos, neg = (acts[index] if index is not None else at_head(acts) for acts in sides)
+    pos, neg = (_at_steered_positions(acts, site, head, position, ctx) for acts in sides)
     return _mean_vector(pos) - _mean_vector(neg)
+
+
+def _at_steered_positions(acts: torch.Tensor, site: Any, head: int | None, position: Any, ctx: Any) -> torch.Tensor:
+    """A contrast side's activations at the positions steered, resolved against the side's own length."""
+    from runner.interventions import region
+    from runner.sites import position_indices
+
+    length = acts.shape[2] if site.short in ("pattern", "attn_scores") else acts.shape[1]
+    return acts[region(site, head, position_indices(position, length, ctx.dims.roles))]
 
 
 def _side_activation(side: Any, site: str, ctx: Any) -> torch.Tensor:

@@ -20,7 +20,10 @@ def _towards(site: str, index: tuple, c: float, reference: Any) -> list[Edit]:
     def edit(x: torch.Tensor) -> torch.Tensor:
         y = x.clone()
         r = reference(x)
-        y[index] = x[index] + c * (r[index] - x[index])
+        if c == 1:  # exactly r: x + (r - x) can differ from r in the last bit
+            y[index] = r[index].expand_as(x[index])
+        else:
+            y[index] = x[index] + c * (r[index] - x[index])
         return y
 
     return [(site, edit)]

@@ -181,9 +181,22 @@ class Agent(nn.Module):
         with self.body.hooks(fwd_hooks=fwd_hooks):
             return self(inputs)
 
+    def hook_names(self) -> list[str]:
+        """Every hook name that can take a hook on this agent (the bridge lists a few it cannot)."""
+        if not hasattr(self, "_hook_names"):
+            usable = []
+            for name in self.body.hook_dict:
+                try:
+                    with self.body.hooks(fwd_hooks=[(name, lambda x, hook: None)]):
+                        usable.append(name)
+                except Exception:
+                    continue
+            self._hook_names = usable
+        return self._hook_names
+
     def run_with_cache(self, inputs: AgentInputs, names_filter: Any = None) -> tuple[torch.Tensor, dict]:
         """Logits and a dict of activations at the hook names ``names_filter`` accepts."""
-        wanted = [n for n in self.body.hook_dict if names_filter is None or names_filter(n)]
+        wanted = [n for n in self.hook_names() if names_filter is None or names_filter(n)]
         cache: dict[str, torch.Tensor] = {}
         hooks = [(n, lambda x, hook, n=n: cache.__setitem__(n, x.detach())) for n in wanted]
         return self.run_with_hooks(inputs, hooks), cache

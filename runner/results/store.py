@@ -134,14 +134,15 @@ def coord_values(values: list[Any]) -> np.ndarray:
     Numbers and booleans stay numbers and booleans; a mix of scalars becomes their text
     (``position: [all, last, 0]`` -> ``"all", "last", "0"``); lists and mappings become JSON text.
     """
-    scalars = all(v is None or isinstance(v, (bool, int, float, str)) for v in values)
     if all(isinstance(v, bool) for v in values):
         return np.array(values, dtype=bool)
     if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
         return np.array(values, dtype=np.int64)
     if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
         return np.array(values, dtype=np.float64)
-    if scalars:
-        return np.array(["none" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
-                         for v in values], dtype=object)
-    return np.array([json.dumps(v, sort_keys=True) for v in values], dtype=object)
+    def text(v: Any) -> str:
+        if v is None or isinstance(v, (bool, int, float, str)):
+            return "none" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
+        return json.dumps(v, sort_keys=True)
+
+    return np.array([text(v) for v in values], dtype=object)
