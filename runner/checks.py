@@ -19,7 +19,8 @@ METRIC_DIMS = {"logits": ("sample", "vocab"), "probs": ("sample", "vocab"), "log
 METRIC_VARIABLES = {"logits": ("logits",), "probs": ("probs",), "logit_diff": ("logit_diff",), "kl": ("kl",)}
 RESULT_VARIABLES = ("status", "error", "point_id")
 METRIC_DIMS |= {"restored_fraction": ("sample",), "resid_norm": ("sample", "layer_read"),
-                "logit_lens": ("sample", "layer_read", "vocab", "action"), "attention": ("sample", "position")}
+                "logit_lens": ("sample", "layer_read", "vocab", "action"),
+                "attention": ("sample", "attn_head", "position")}
 METRIC_VARIABLES |= {"resid_norm": ("resid_norm",), "logit_lens": ("logit_lens",), "attention": ("attention",)}
 METRIC_VARIABLES |= {"restored_fraction": ("restored_fraction", "restored_clean", "restored_source")}
 METRIC_DIMS |= {"action_logits": ("sample", "action"), "action_probs": ("sample", "action"), "rollout": ("episode",)}
@@ -123,11 +124,11 @@ def check_point(spec: Any, base_dir: Path) -> Iterator[tuple[tuple, str]]:
                 spec.intervention.kind == "patch" or getattr(spec.intervention, "method", None) == "resample"):
             yield ("metrics", i), ("a rollout plays new episodes, so a per-sample reference (patch source, resample) "
                                    "has no sample to pair with; use steer, scale, or ablate zero / mean")
-        if metric.kind == "attention":
-            if metric.layer >= dims.n_layers:
-                yield ("metrics", i), f"attention layer {metric.layer} is out of range: the model has {dims.n_layers} layers"
-            if metric.head >= dims.n_heads:
-                yield ("metrics", i), f"attention head {metric.head} is out of range: the model has {dims.n_heads} heads"
+        for layer, head in getattr(metric, "heads", []):
+            if layer >= dims.n_layers:
+                yield ("metrics", i), f"attention layer {layer} is out of range: the model has {dims.n_layers} layers"
+            if head >= dims.n_heads:
+                yield ("metrics", i), f"attention head {head} is out of range: the model has {dims.n_heads} heads"
         if metric.kind == "restored_fraction" and getattr(spec.intervention, "kind", None) != "patch":
             yield ("metrics", i), "restored_fraction measures a patch: it needs intervention kind: patch"
 

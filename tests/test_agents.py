@@ -314,7 +314,7 @@ def test_agent_positions_are_labelled_by_role_and_the_lens_reads_actions(trained
         model: {checkpoint: results/tiny-train/models/seed=0}
         data:
           trajectories: {env: BabyAI-GoToRedBallGrey-v0, episodes: 2, seed: 700}
-        metrics: [action_logits, logit_lens, {attention: {layer: 1, head: 1}}]
+        metrics: [action_logits, logit_lens, {attention: {heads: [[1, 1]]}}]
         """, "lens.yaml")
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(folder)
@@ -323,6 +323,7 @@ def test_agent_positions_are_labelled_by_role_and_the_lens_reads_actions(trained
     assert ds.position.values.tolist() == agent.config.roles()
     assert ds.logit_lens.dims == ("sample", "layer_read", "action")
     np.testing.assert_allclose(ds.logit_lens.isel(layer_read=-1).values, ds.action_logits.values, atol=1e-4)
+    assert ds.attention.dims == ("sample", "attn_head", "position") and ds.attn_head.values.tolist() == ["L1H1"]
     np.testing.assert_allclose(ds.attention.sum("position").values, 1.0, atol=1e-5)
 
 

@@ -121,7 +121,7 @@ def test_restored_fraction_needs_a_patch(project):
 
 def test_resid_norm_logit_lens_and_attention_read_the_intervened_run(project):
     text = spec_text("scale", "", "attn_out", "all").replace(
-        "metrics: [logits, kl]", "metrics: [logits, resid_norm, logit_lens, {attention: {layer: 1, head: 2}}]")
+        "metrics: [logits, kl]", "metrics: [logits, resid_norm, logit_lens, {attention: {heads: [[1, 2], [0, 1]]}}]")
     ds = runner.run(write_spec(project, text))
     model = runner.load_model(project / "spec.yaml")
     for layer in (0, 1):
@@ -139,6 +139,9 @@ def test_resid_norm_logit_lens_and_attention_read_the_intervened_run(project):
         with torch.inference_mode():
             lens = model.unembed(model.ln_final(resid))
         np.testing.assert_allclose(point.logit_lens.values, lens.numpy(), atol=1e-4)
-        np.testing.assert_allclose(point.attention.values, cache["blocks.1.attn.hook_pattern"][:, 2, -1].numpy(), atol=1e-6)
+        np.testing.assert_allclose(point.attention.sel(attn_head="L1H2").values,
+                                   cache["blocks.1.attn.hook_pattern"][:, 2, -1].numpy(), atol=1e-6)
+        np.testing.assert_allclose(point.attention.sel(attn_head="L0H1").values,
+                                   cache["blocks.0.attn.hook_pattern"][:, 1, -1].numpy(), atol=1e-6)
     assert ds.logit_lens.dims == ("coefficient", "layer", "sample", "layer_read", "vocab")
     np.testing.assert_allclose(ds.logit_lens.isel(layer_read=-1).values, ds.logits.values, atol=1e-4)

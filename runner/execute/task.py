@@ -191,7 +191,7 @@ def _run_rtg_scan(points: list[Point], task: Task, device: str, records: dict) -
             for metric in p.spec.metrics:
                 if metric.kind in metrics.CLOSED_LOOP:
                     result |= _closed_loop(metric, ctx, [], p.spec)
-            records[p.index] = _metric_dataset(result, dims.roles)
+            records[p.index] = _metric_dataset(result, dims.roles, _attention_heads(p.spec))
         except Exception:
             records[p.index] = _error()
 
@@ -232,9 +232,13 @@ def _run_group(points: list[Point], task: Task, device: str, records: dict, file
             for metric in p.spec.metrics:
                 if metric.kind in metrics.CLOSED_LOOP:
                     result |= _closed_loop(metric, ctx, edits_of[p.index], p.spec)
-            records[p.index] = _metric_dataset(result, ctx.dims.roles)
+            records[p.index] = _metric_dataset(result, ctx.dims.roles, _attention_heads(p.spec))
         except Exception:
             records[p.index] = _error()
+
+
+def _attention_heads(spec: Any) -> list | None:
+    return next((m.heads for m in spec.metrics if m.kind == "attention"), None)
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:
@@ -351,10 +355,13 @@ def _error() -> str:
     return f"{exc[-1]} [{last_frame}]" if last_frame else exc[-1]
 
 
-def _metric_dataset(result: dict[str, tuple], roles: tuple[str, ...] | None = None) -> xr.Dataset:
+def _metric_dataset(result: dict[str, tuple], roles: tuple[str, ...] | None = None,
+                    heads: list | None = None) -> xr.Dataset:
     """Metric arrays as a Dataset with labelled inner dims: actions by name, agent positions by role."""
     ds = xr.Dataset({name: xr.Variable(dims, values, attrs) for name, (dims, values, attrs) in result.items()})
     labels = {"action": ACTIONS, "position": roles}
+    if "attention" in ds and heads:
+        labels["attn_head"] = [f"L{layer}H{head}" for layer, head in heads]
     for dim, size in ds.sizes.items():
         named = labels.get(dim)
         ds = ds.assign_coords({dim: np.array(named, dtype=object) if named else np.arange(size)})

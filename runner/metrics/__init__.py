@@ -101,9 +101,9 @@ def logit_lens(metric: Any, r: Reading) -> Result:
 
 
 def attention(metric: Any, r: Reading) -> Result:
-    pattern = r.readouts[f"blocks.{metric.layer}.attn.hook_pattern"][:, metric.head]
-    return {"attention": (("sample", "position"), _np(pattern),
-                          {"long_name": f"attention of the last position, layer {metric.layer} head {metric.head}"})}
+    patterns = [r.readouts[f"blocks.{layer}.attn.hook_pattern"][:, head] for layer, head in metric.heads]
+    return {"attention": (("sample", "attn_head", "position"), _np(torch.stack(patterns, dim=1)),
+                          {"long_name": "attention of the last position at each head (attn_head: L<layer>H<head>)"})}
 
 
 def readouts(metrics: list[Any], n_layers: int) -> set[str]:
@@ -113,7 +113,7 @@ def readouts(metrics: list[Any], n_layers: int) -> set[str]:
         if metric.kind in ("resid_norm", "logit_lens"):
             names |= {f"blocks.{layer}.hook_resid_post" for layer in range(n_layers)}
         elif metric.kind == "attention":
-            names.add(f"blocks.{metric.layer}.attn.hook_pattern")
+            names |= {f"blocks.{layer}.attn.hook_pattern" for layer, _ in metric.heads}
     return names
 
 

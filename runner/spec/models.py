@@ -363,10 +363,11 @@ class LogitLensMetric(MetricBase):
 
 
 class AttentionMetric(MetricBase):
-    kind: Literal["attention"] = Field(description="Attention of the last position over all positions at one head "
-                                                   "(positions labelled by role for agents): dims (sample, position).")
-    layer: int = Field(ge=0, description="Block of the head.")
-    head: int = Field(ge=0, description="Head index.")
+    kind: Literal["attention"] = Field(description="Attention of the last position over all positions at chosen heads "
+                                                   "(positions labelled by role for agents): dims (sample, attn_head, "
+                                                   "position), attn_head labelled L{layer}H{head}.")
+    heads: list[Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=2, max_length=2)]] = Field(
+        min_length=1, description="[[layer, head], ...]: the heads to read.")
 
 
 class ActionLogitsMetric(MetricBase):
