@@ -12,13 +12,13 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 from pydantic import ValidationError
 
 from runner.errors import Problem, RunnerError
-from runner.checks import METRIC_DIMS, METRIC_VARIABLES, RESULT_VARIABLES, check_point, resolve_path
+from runner.checks import METRIC_DIMS, METRIC_VARIABLES, RESULT_VARIABLES, check_point
 from runner.spec import LoadedSpec, content_id, load_spec
 from runner.spec.check import problems_from
 from runner.spec.models import RunModel, Spec, TrainSpec
@@ -185,7 +185,7 @@ def _run_axes(loaded: LoadedSpec, base: Path) -> tuple[list[Any], list[Path]]:
     if missing:
         raise RunnerError(loaded.located.problem(
             ("model", "run"), f"train run {run!r} is unfinished: {len(missing)} of {len(folders)} models missing "
-                              f"(first: {missing[0]})"), hint=f"Rerun its train spec to finish it.")
+                              f"(first: {missing[0]})"), hint="Rerun its train spec to finish it.")
     own = {m.name for a in loaded.axes for m in a.members}
     for axis in train.loaded.axes:
         for m in axis.members:

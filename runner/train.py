@@ -6,8 +6,6 @@ from __future__ import annotations
 import math
 import sys
 import time
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -19,7 +17,7 @@ from runner.envs.rollout import RandomPolicy, rollout
 from runner.envs.vocab import tokenize
 from runner.models.agent import Agent, AgentConfig
 from runner.models.windows import AgentPolicy, windows
-from runner.spec.models import FileData, TrainSpec
+from runner.spec.models import TrainSpec
 
 
 def agent_config(spec: TrainSpec, traj: Trajectories, point_seed: int) -> AgentConfig:

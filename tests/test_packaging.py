@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import subprocess
-from pathlib import Path
 
 import pytest
 
@@ -29,3 +28,11 @@ def test_readme_opens_with_the_two_commands_and_ci_runs_the_second():
     assert "runner run specs/quickstart_train.yaml" in block[0] and "runner run specs/quickstart.yaml" in block[0]
     assert "pytest" in block[1]
     assert block[1] in (ROOT / ".ci" / "run").read_text()
+
+
+def test_every_example_spec_validates():
+    from runner.cli import main
+
+    specs = sorted(str(p) for p in (ROOT / "specs").glob("*.yaml"))
+    assert len(specs) >= 10
+    assert main(["validate", *specs]) == 0

@@ -6,7 +6,6 @@ import hashlib
 import subprocess
 from importlib import metadata
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import xarray as xr

@@ -126,7 +126,7 @@ def allowed_keys(model: type[BaseModel], loc: Iterable[Any]) -> list[str]:
                 nxt.append(t.model_fields[part].annotation)
         current = nxt
     keys: list[str] = []
-    for t, _ in (leaf for t in current for leaf in _leaves(t)):
+    for t, _ in (leaf for c in current for leaf in _leaves(c)):
         if isinstance(t, type) and issubclass(t, BaseModel):
             keys += [k for k in t.model_fields if k not in keys]
     return keys
