@@ -30,13 +30,25 @@ sweep:
 """
 
 
+def run_in(folder, spec, **kwargs):
+    """runner.run with ``folder`` as the working directory (where results/ and spec paths live)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(folder)
+        return runner.run(spec, **kwargs)
+
+
+def agent_and_inputs(folder, spec, point="seed=0"):
+    """A trained tiny agent, the spec's trajectories, and one window per step, for hand-written hooks."""
+    agent = runner.load_model(folder / "results" / "tiny-train" / "models" / point)
+    traj = load_trajectories(runner.load_spec(spec).spec.data, folder, 0)
+    return agent, traj, windows(traj, np.arange(len(traj.actions)), agent.config)
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A finished 2-point train run of tiny behaviour clones (seconds), and its project folder."""
     folder = tmp_path_factory.mktemp("agents")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(folder)
-        ds = runner.run(write_spec(folder, TRAIN.replace("ARCH", "behavior_clone"), "train.yaml"))
+    ds = run_in(folder, write_spec(folder, TRAIN.replace("ARCH", "behavior_clone"), "train.yaml"))
     return folder, ds
 
 
@@ -119,15 +131,11 @@ def test_an_intervene_spec_over_a_train_run_carries_its_grid(trained):
           intervention.coefficient: [0.0, 8.0]
         metrics: [action_probs, kl]
         """, "steer.yaml")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(folder)
-        ds = runner.run(spec)
+    ds = run_in(folder, spec)
     assert ds.action_probs.dims == ("seed", "coefficient", "sample", "action")
     assert ds.action.values.tolist() == ["left", "right", "forward", "pickup", "drop", "toggle", "done"]
     assert (ds.kl.sel(coefficient=0.0) == 0).all() and (ds.kl.sel(coefficient=8.0) > 0).all()
-    agent = runner.load_model(folder / "results" / "tiny-train" / "models" / "seed=1")
-    traj = load_trajectories(runner.load_spec(spec).spec.data, folder, 0)
-    inputs = windows(traj, np.arange(len(traj.actions)), agent.config)
+    agent, traj, inputs = agent_and_inputs(folder, spec, "seed=1")
     name = "blocks.1.hook_resid_pre"
     with torch.inference_mode():
         _, cache = agent.run_with_cache(inputs, names_filter=lambda n: n == name)
@@ -210,9 +218,7 @@ def test_rollout_metric_with_coefficient_0_is_the_plain_agent(trained):
           intervention.coefficient: [0.0, 1.0]
         metrics: [{rollout: {episodes: 12, seed: 77}}]
         """, "roll.yaml")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(folder)
-        ds = runner.run(spec)
+    ds = run_in(folder, spec)
     agent = runner.load_model(folder / "results" / "tiny-train" / "models" / "seed=0")
     plain = rollout("BabyAI-GoToRedBallGrey-v0", AgentPolicy(agent), 12, 77)
     np.testing.assert_array_equal(ds.episode_length.sel(coefficient=0.0).values, plain["episode_length"])
@@ -232,12 +238,8 @@ def test_symbolic_positions_address_roles(trained, position, role):
         intervention: {{kind: ablate, method: mean, hook: resid_pre, layer: 1, position: {position}, coefficient: 1.0}}
         metrics: [action_logits]
         """, "symbolic.yaml")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(folder)
-        ds = runner.run(spec, fresh=True)
-    agent = runner.load_model(folder / "results" / "tiny-train" / "models" / "seed=0")
-    traj = load_trajectories(runner.load_spec(spec).spec.data, folder, 0)
-    inputs = windows(traj, np.arange(len(traj.actions)), agent.config)
+    ds = run_in(folder, spec, fresh=True)
+    agent, traj, inputs = agent_and_inputs(folder, spec, "seed=0")
     index = agent.config.roles().index(role)
     name = "blocks.1.hook_resid_pre"
     with torch.inference_mode():
@@ -276,9 +278,7 @@ def test_logit_diff_between_named_actions_and_reduce(trained):
           trajectories: {env: BabyAI-GoToRedBallGrey-v0, episodes: 3, seed: 700}
         metrics: [action_logits, {logit_diff: {actions: [left, right]}}, {action_probs: {reduce: mean}}]
         """, "diff.yaml")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(folder)
-        ds = runner.run(spec, fresh=True)
+    ds = run_in(folder, spec, fresh=True)
     np.testing.assert_allclose(ds.logit_diff.values,
                                (ds.action_logits.sel(action="left") - ds.action_logits.sel(action="right")).values,
                                atol=1e-6)
@@ -298,9 +298,7 @@ def test_a_steer_toward_left_in_rollouts_acts_at_every_step(trained):
           intervention.coefficient: [0.0, 20.0]
         metrics: [{rollout: {episodes: 16, seed: 4242, reduce: mean}}]
         """, "left.yaml")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(folder)
-        ds = runner.run(spec, fresh=True)
+    ds = run_in(folder, spec, fresh=True)
     left = ds.action_fraction.sel(action="left")
     assert float(left.sel(coefficient=20.0)) > 0.9, "the steer must act at every step of every episode"
     assert float(left.sel(coefficient=0.0)) < 0.5
@@ -316,9 +314,7 @@ def test_agent_positions_are_labelled_by_role_and_the_lens_reads_actions(trained
           trajectories: {env: BabyAI-GoToRedBallGrey-v0, episodes: 2, seed: 700}
         metrics: [action_logits, logit_lens, {attention: {heads: [[1, 1]]}}]
         """, "lens.yaml")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(folder)
-        ds = runner.run(spec, fresh=True)
+    ds = run_in(folder, spec, fresh=True)
     agent = runner.load_model(folder / "results" / "tiny-train" / "models" / "seed=0")
     assert ds.position.values.tolist() == agent.config.roles()
     assert ds.logit_lens.dims == ("sample", "layer_read", "action")
@@ -351,12 +347,8 @@ def test_every_kind_at_a_symbolic_position_matches_hand_written_hooks(trained, k
           intervention.coefficient: [0.0, 0.7]
         metrics: [action_logits]
         """, f"kinds-{kind}.yaml")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(folder)
-        ds = runner.run(spec, fresh=True)
-    agent = runner.load_model(folder / "results" / "tiny-train" / "models" / "seed=1")
-    traj = load_trajectories(runner.load_spec(spec).spec.data, folder, 0)
-    inputs = windows(traj, np.arange(len(traj.actions)), agent.config)
+    ds = run_in(folder, spec, fresh=True)
+    agent, traj, inputs = agent_and_inputs(folder, spec, "seed=1")
     index, name, c = agent.config.roles().index("S2"), "blocks.1.hook_resid_pre", 0.7
     with torch.inference_mode():
         clean, cache = agent.run_with_cache(inputs, names_filter=lambda n: n == name)
@@ -404,12 +396,8 @@ def test_contrast_between_selections_of_the_data(trained):
           vector: {contrast: {positive: {in_view: red ball}, negative: {mission_word: red}}}
         metrics: [action_logits]
         """, "contrast.yaml")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(folder)
-        ds = runner.run(spec, fresh=True)
-    agent = runner.load_model(folder / "results" / "tiny-train" / "models" / "seed=0")
-    traj = load_trajectories(runner.load_spec(spec).spec.data, folder, 0)
-    inputs = windows(traj, np.arange(len(traj.actions)), agent.config)
+    ds = run_in(folder, spec, fresh=True)
+    agent, traj, inputs = agent_and_inputs(folder, spec, "seed=0")
     name, last = "blocks.1.hook_resid_pre", len(agent.config.roles()) - 1
     mask = torch.from_numpy(selection_mask(traj, ViewSelect(in_view="red ball")))
     assert 0 < int(mask.sum()) < len(mask)
@@ -455,9 +443,7 @@ def test_mean_ablation_in_rollouts_and_per_sample_references_refused(trained):
         metrics: [{rollout: {episodes: 5}}]
         """
     write_spec(folder, text.replace("METHOD", "mean"), "ablate-roll.yaml")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(folder)
-        ds = runner.run(folder / "ablate-roll.yaml", fresh=True)
+    ds = run_in(folder, folder / "ablate-roll.yaml", fresh=True)
     assert (ds.status == "ok").all() and ds.sizes["episode"] == 5
     write_spec(folder, text.replace("METHOD", "resample"), "resample-roll.yaml")
     done = cli("validate", "resample-roll.yaml", cwd=folder)
@@ -476,9 +462,7 @@ def test_a_swept_position_is_labelled_by_role(trained):
           intervention.position: [0, -1, -2]
         metrics: [{action_logits: {reduce: mean}}]
         """, "roles.yaml")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(folder)
-        ds = runner.run(spec, fresh=True)
+    ds = run_in(folder, spec, fresh=True)
     roles = runner.load_model(folder / "results" / "tiny-train" / "models" / "seed=0").config.roles()
     assert ds.role.values.tolist() == [roles[0], roles[-1], roles[-2]] == ["I0", "S3", "A2"]
 
@@ -546,9 +530,7 @@ def test_full_patch_restores_exactly_one(trained):
         intervention: {kind: patch, hook: resid_post, layer: 1, source: {same: {swap_word: [red, blue]}}}
         metrics: [{restored_fraction: {actions: [left, right]}}]
         """, "full-patch.yaml")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(folder)
-        ds = runner.run(spec, fresh=True)
+    ds = run_in(folder, spec, fresh=True)
     assert (ds.restored_fraction.values == 1.0).all()
 
 
