@@ -137,7 +137,9 @@ def compile_plan(spec: str | Path | LoadedSpec, *, out: str | Path | None = None
             continue
         for path, message in check_point(point_spec, base):
             problems.append(_locate(loaded, axes, choice, path, message, point_coords))
-        identity = point_spec.model_dump(mode="json", exclude=IDENTITY_EXCLUDES)
+        # defaults left out: a field added to the schema later keeps old runs resumable, and writing a
+        # default explicitly is the same computation as leaving it out
+        identity = point_spec.model_dump(mode="json", exclude=IDENTITY_EXCLUDES, exclude_defaults=True)
         seed = int(content_id([point_spec.seed, point_coords], 8), 16)
         points.append(Point(index, point_coords, point_spec, content_id(identity), seed))
     if problems:
@@ -246,6 +248,6 @@ def _locate(loaded: LoadedSpec, axes: Any, choice: tuple[int, ...], path: tuple,
 
 def run_id_of(loaded: LoadedSpec) -> str:
     """The content id of a run: its spec less what cannot change the numbers (sweep order included)."""
-    identity = loaded.spec.model_dump(mode="json", exclude=IDENTITY_EXCLUDES)
+    identity = loaded.spec.model_dump(mode="json", exclude=IDENTITY_EXCLUDES, exclude_defaults=True)
     identity["sweep"] = [[key, axis] for key, axis in loaded.spec.sweep.items()]  # order names the dims
     return content_id(identity)
