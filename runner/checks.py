@@ -88,49 +88,60 @@ def check_point(spec: Any, base_dir: Path) -> Iterator[tuple[tuple, str]]:
     else:
         yield from _check_tokens(spec.data, ("data",), dims, spec)
     _, length = data_shape(spec.data, spec, dims)
-    iv = spec.intervention
-    if iv is not None:
-        try:
-            site = resolve_site(iv.hook, iv.layer, dims)
-        except SiteError as exc:
-            yield ("intervention", exc.field if exc.field == "hook" or iv.layer is not None else "hook"), str(exc)
-            return
-        if iv.head is not None:
-            if not site.has_heads:
-                yield ("intervention", "head"), f"hook {site.name} has no heads; head applies to {', '.join(HEAD_HOOKS)}"
-            elif iv.head >= dims.n_heads:
-                yield ("intervention", "head"), f"head {iv.head} is out of range: the model has {dims.n_heads} heads (0..{dims.n_heads - 1})"
-        try:
-            position_indices(iv.position, length, dims.roles)
-        except ValueError as exc:
-            yield ("intervention", "position"), str(exc)
-        if iv.kind == "steer":
-            yield from _check_vector(iv, site, dims, base_dir, spec)
-        elif iv.kind == "patch":
-            yield from _check_source(iv.source, spec, dims, base_dir)
+    if spec.intervention is not None:
+        yield from _check_intervention(spec.intervention, spec, dims, length, base_dir)
     for i, metric in enumerate(spec.metrics):
-        if metric.kind in AGENT_METRICS and not is_agent(spec):
-            yield ("metrics", i), f"metric {metric.kind!r} measures agents; a token model has logits, probs, logit_diff, kl, restored_fraction"
-        if metric.kind in TOKEN_METRICS and is_agent(spec):
-            yield ("metrics", i), f"metric {metric.kind!r} measures token models; an agent has action_logits, action_probs, logit_diff, kl, restored_fraction, rollout"
-        for t in getattr(metric, "tokens", None) or []:
-            if t >= dims.d_vocab:
-                yield ("metrics", i), f"token id {t} is out of range for d_vocab {dims.d_vocab}"
-        if getattr(metric, "actions", None) and not is_agent(spec):
-            yield ("metrics", i), f"metric {metric.kind!r}: actions name an agent's choices; a token model takes tokens"
-        if getattr(metric, "tokens", None) and is_agent(spec):
-            yield ("metrics", i), f"metric {metric.kind!r}: an agent's choices are actions: [left, right], not tokens"
-        if metric.kind == "rollout" and spec.intervention is not None and (
-                spec.intervention.kind == "patch" or getattr(spec.intervention, "method", None) == "resample"):
-            yield ("metrics", i), ("a rollout plays new episodes, so a per-sample reference (patch source, resample) "
-                                   "has no sample to pair with; use steer, scale, or ablate zero / mean")
-        for layer, head in getattr(metric, "heads", []):
-            if layer >= dims.n_layers:
-                yield ("metrics", i), f"attention layer {layer} is out of range: the model has {dims.n_layers} layers"
-            if head >= dims.n_heads:
-                yield ("metrics", i), f"attention head {head} is out of range: the model has {dims.n_heads} heads"
-        if metric.kind == "restored_fraction" and getattr(spec.intervention, "kind", None) != "patch":
-            yield ("metrics", i), "restored_fraction measures a patch: it needs intervention kind: patch"
+        yield from ((("metrics", i), message) for message in _metric_problems(metric, spec, dims))
+
+
+def _check_intervention(iv: Any, spec: Any, dims: Dims, length: int, base_dir: Path) -> Iterator[tuple[tuple, str]]:
+    """The address exists in the model (hook, layer, head, position) and the kind's own inputs fit."""
+    try:
+        site = resolve_site(iv.hook, iv.layer, dims)
+    except SiteError as exc:
+        yield ("intervention", exc.field if exc.field == "hook" or iv.layer is not None else "hook"), str(exc)
+        return
+    if iv.head is not None:
+        if not site.has_heads:
+            yield ("intervention", "head"), f"hook {site.name} has no heads; head applies to {', '.join(HEAD_HOOKS)}"
+        elif iv.head >= dims.n_heads:
+            yield ("intervention", "head"), (f"head {iv.head} is out of range: the model has {dims.n_heads} heads "
+                                             f"(0..{dims.n_heads - 1})")
+    try:
+        position_indices(iv.position, length, dims.roles)
+    except ValueError as exc:
+        yield ("intervention", "position"), str(exc)
+    if iv.kind == "steer":
+        yield from _check_vector(iv, site, dims, base_dir, spec)
+    elif iv.kind == "patch":
+        yield from _check_source(iv.source, spec, dims, base_dir)
+
+
+def _metric_problems(metric: Any, spec: Any, dims: Dims) -> Iterator[str]:
+    """What is wrong with one metric for this model and intervention."""
+    agent, iv = is_agent(spec), spec.intervention
+    if metric.kind in AGENT_METRICS and not agent:
+        yield f"metric {metric.kind!r} measures agents; a token model has logits, probs, logit_diff, kl, restored_fraction"
+    if metric.kind in TOKEN_METRICS and agent:
+        yield (f"metric {metric.kind!r} measures token models; an agent has action_logits, action_probs, logit_diff, "
+               "kl, restored_fraction, rollout")
+    for t in getattr(metric, "tokens", None) or []:
+        if t >= dims.d_vocab:
+            yield f"token id {t} is out of range for d_vocab {dims.d_vocab}"
+    if getattr(metric, "actions", None) and not agent:
+        yield f"metric {metric.kind!r}: actions name an agent's choices; a token model takes tokens"
+    if getattr(metric, "tokens", None) and agent:
+        yield f"metric {metric.kind!r}: an agent's choices are actions: [left, right], not tokens"
+    if metric.kind == "rollout" and iv is not None and (iv.kind == "patch" or getattr(iv, "method", None) == "resample"):
+        yield ("a rollout plays new episodes, so a per-sample reference (patch source, resample) has no sample to "
+               "pair with; use steer, scale, or ablate zero / mean")
+    for layer, head in getattr(metric, "heads", []):
+        if layer >= dims.n_layers:
+            yield f"attention layer {layer} is out of range: the model has {dims.n_layers} layers"
+        if head >= dims.n_heads:
+            yield f"attention head {head} is out of range: the model has {dims.n_heads} heads"
+    if metric.kind == "restored_fraction" and getattr(iv, "kind", None) != "patch":
+        yield "restored_fraction measures a patch: it needs intervention kind: patch"
 
 
 def _check_agent_data(data: Any, path: tuple, base_dir: Path, seed: int) -> Iterator[tuple[tuple, str]]:

@@ -1,0 +1,172 @@
+"""Interventions and their addresses: steer, patch, ablate, scale; steering-vector sources."""
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import (
+    Field,
+    model_validator,
+)
+
+from runner.spec.base import ACTIONS, Strict, one_of
+from runner.spec.sources import FileData, RandomTokensData, TokensData, TrajectoryData
+
+# ---------------------------------------------------------------- steering vectors
+
+class FileVector(Strict):
+    file: str = Field(description="A .npy file holding one vector as long as the hooked activation's last dim.")
+
+
+class RandomVectorOptions(Strict):
+    seed: int | None = Field(None, ge=0, description="Seed of the direction; default: the spec's seed.")
+    norm: Literal["match"] | Annotated[float, Field(gt=0)] | None = Field(
+        None, description="Unit norm when absent; a number; or 'match': the mean activation norm at the site over the data."
+    )
+
+
+class RandomVector(Strict):
+    random: RandomVectorOptions = Field(description="A seeded random direction (a control for learned vectors).")
+
+
+class MissionSelect(Strict):
+    mission: str = Field(description="Agents: the samples of the spec's data whose mission is exactly this.")
+
+
+class WordSelect(Strict):
+    mission_word: str = Field(description="Agents: the samples of the spec's data whose mission has this word.")
+
+
+class ViewSelect(Strict):
+    in_view: str = Field(description="Agents: the samples whose current view shows this object ('key' or 'red key').")
+
+
+ContrastSide = one_of("contrast side", TokensData, RandomTokensData, TrajectoryData, FileData,
+                      MissionSelect, WordSelect, ViewSelect)
+
+
+class ContrastOptions(Strict):
+    positive: ContrastSide = Field(description="Inputs, or a selection of the spec's data: the vector's plus side.")
+    negative: ContrastSide = Field(description="Inputs, or a selection of the spec's data: subtracted.")
+
+
+class ContrastVector(Strict):
+    contrast: ContrastOptions = Field(
+        description="Mean activation difference at the site between two inputs or two selections of the data, "
+                    "averaged over samples and over the intervention's positions (all positions for position: all)."
+    )
+
+
+class DirectionOptions(Strict):
+    action: str | None = Field(None, description="Agents: steer toward this action's unembedding direction.")
+    token: int | None = Field(None, ge=0, description="Token models: steer toward this token's unembedding direction.")
+    against: str | int | None = Field(None, description="Subtract this action's (or token's) direction; "
+                                                        "default: the mean direction of all the others.")
+
+    @model_validator(mode="after")
+    def _one_target(self) -> "DirectionOptions":
+        if (self.action is None) == (self.token is None):
+            raise ValueError("direction takes exactly one of action: NAME (agents) or token: ID (token models)")
+        if self.action is not None and self.action not in ACTIONS:
+            raise ValueError(f"unknown action {self.action!r}; actions are {', '.join(ACTIONS)}")
+        if isinstance(self.against, str) and self.against not in ACTIONS:
+            raise ValueError(f"unknown action {self.against!r}; actions are {', '.join(ACTIONS)}")
+        return self
+
+    def ids(self) -> tuple[int, int | None]:
+        toward = ACTIONS.index(self.action) if self.action is not None else self.token
+        against = ACTIONS.index(self.against) if isinstance(self.against, str) else self.against
+        return toward, against
+
+
+class DirectionVector(Strict):
+    direction: DirectionOptions = Field(description="Difference of two unembedding directions (W_U columns): "
+                                                    "pushes the readout toward one action or token.")
+
+
+VectorSource = one_of("vector", FileVector, RandomVector, ContrastVector, DirectionVector)
+
+
+# ---------------------------------------------------------------- interventions
+
+class SymbolicPosition(Strict):
+    """Agents: a token by its role, e.g. {token: state, timestep: -1} is the current state token."""
+
+    token: Literal["state", "action", "rtg", "instruction"] = Field(description="Which token of the step.")
+    timestep: int = Field(-1, description="Window timestep 1..K, or -1..-K counting back from the current one; "
+                                          "for instruction, the word index.")
+
+
+Position = Union[Literal["all", "last"], int, Annotated[list[int], Field(min_length=1)], SymbolicPosition]
+
+
+class Addressed(Strict):
+    """Where an intervention acts; every kind shares this address and a coefficient."""
+
+    hook: str = Field("resid_pre", description="TransformerLens hook: short (resid_pre, attn_out, z, ...) or full (blocks.1.hook_resid_pre).")
+    layer: int | None = Field(None, ge=0, description="Block index; required for block hooks given by short name.")
+    head: int | None = Field(None, ge=0, description="Head index, for z / q / k / v / pattern / attn_scores hooks.")
+    position: Position = Field("all", description="all | last | an index (negative counts from the end) | a list of "
+                                                  "indices; for pattern / attn_scores, the query position.")
+    coefficient: float = Field(1.0, description="How much of the intervention: 0 leaves the model untouched.")
+
+
+class Steer(Addressed):
+    """x + c·v at the addressed site."""
+
+    kind: Literal["steer"] = Field(description="steer: add c·v to the activation.")
+    vector: VectorSource = Field(description="Where v comes from: file | random | contrast.")
+
+
+class Scale(Addressed):
+    """(1 + c)·x at the addressed site."""
+
+    kind: Literal["scale"] = Field(description="scale: multiply the activation by 1 + c (c = -1 zeroes it).")
+
+
+class Ablate(Addressed):
+    """x + c·(r − x), r the zero, mean or resampled activation at the site."""
+
+    kind: Literal["ablate"] = Field(description="ablate: move the activation towards a reference r.")
+    method: Literal["zero", "mean", "resample"] = Field(
+        "mean", description="zero: r = 0; mean: r = the mean over the data's samples at that site and position; "
+                            "resample: r = the activation of another sample (a seeded permutation).")
+    seed: int | None = Field(None, ge=0, description="resample: seed of the permutation; default: the spec's seed.")
+
+
+class CellEdit(Strict):
+    row: int = Field(ge=0, le=6, description="Row of the 7x7 view as MiniGrid stores it (image[row, col]; the agent is at [3, 6]).")
+    col: int = Field(ge=0, le=6, description="Column of the 7x7 view.")
+    object: str | None = Field(None, description="New object: ball, box, key, door, wall, empty, ...")
+    colour: str | None = Field(None, description="New colour: red, green, blue, purple, yellow, grey.")
+
+
+class SameOptions(Strict):
+    target_return: float | None = Field(None, description="Decision transformers: the RTG tokens conditioned on this return.")
+    swap_word: list[str] | None = Field(None, min_length=2, max_length=2,
+                                        description="[from, to]: every mission with the word 'from' replaced by 'to'.")
+    edit_cell: CellEdit | None = Field(None, description="One cell of every observation changed.")
+
+    @model_validator(mode="after")
+    def _something(self) -> "SameOptions":
+        if self.target_return is None and self.swap_word is None and self.edit_cell is None:
+            raise ValueError("same: needs at least one change (target_return, swap_word or edit_cell)")
+        return self
+
+
+class SameData(Strict):
+    same: SameOptions = Field(description="Agents: the spec's own trajectories with one thing changed (a patching "
+                                          "counterfactual that pairs up with data sample by sample).")
+
+
+PatchSource = one_of("source", TokensData, RandomTokensData, TrajectoryData, FileData, SameData)
+
+
+class Patch(Addressed):
+    """x + c·(x_source − x): activations of a source run patched in."""
+
+    kind: Literal["patch"] = Field(description="patch: move the activation towards the source run's.")
+    source: PatchSource = Field(description="The inputs whose activations are patched in; same shape as data: "
+                                            "tokens, trajectories, or same: {...} (the data, changed).")
+
+
+Intervention = Annotated[Union[Steer, Scale, Ablate, Patch], Field(discriminator="kind")]
