@@ -24,8 +24,8 @@ from runner import interventions, metrics
 from runner.data import batch_size, make_inputs, repeat_rows
 from runner.envs import ACTIONS
 from runner.execute import TaskResult
-from runner.models import get_model, pick_device
 from runner.checks import model_dims
+from runner.models import get_model, pick_device
 from runner.plan import Point, Task, point_folder
 from runner.sites import Dims
 from runner.spec import TrainSpec, content_id
@@ -85,10 +85,13 @@ class Context:
         return self._sources[key]
 
     def activation_of(self, data: Any, site: str) -> torch.Tensor:
-        """The activation at ``site`` for another data source (contrast vectors)."""
-        inputs = make_inputs(data, self.model, self.dims, self.base_dir, self.spec_seed, self.device, self.data)
-        _, cache = self.model.run_with_cache(inputs, names_filter=lambda n: n == site)
-        return cache[site]
+        """The activation at ``site`` for another data source (contrast sides, patch sources), cached."""
+        key = content_id([data.model_dump(mode="json"), site])
+        if key not in self._sources:
+            inputs = make_inputs(data, self.model, self.dims, self.base_dir, self.spec_seed, self.device, self.data)
+            _, cache = self.model.run_with_cache(inputs, names_filter=lambda n: n == site)
+            self._sources[key] = cache[site]
+        return self._sources[key]
 
 
 def run_task(task: Task) -> TaskResult:
