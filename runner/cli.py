@@ -53,6 +53,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--fresh", action="store_true", help="discard earlier results in the run folder")
     p.set_defaults(func=cmd_run)
 
+    p = verbs.add_parser("show", help="a run's result: dims, variables, provenance, failed points")
+    p.add_argument("run", metavar="NAME|SPEC|DIR|FILE")
+    p.set_defaults(func=cmd_show)
+
     p = verbs.add_parser("status", help="finished / pending / failed points of a run")
     p.add_argument("run", metavar="NAME|DIR")
     p.set_defaults(func=cmd_status)
@@ -125,6 +129,27 @@ def _print_training_summary(ds, plan) -> None:
         label = ", ".join(f"{k}={v}" for k, v in point.coords.items()) or plan.spec.name
         print(f"  {label}: success {float(success.sel(where)):.1%} over {ds.sizes['episode']} unseen episodes "
               f"(random policy {float(random.sel(where)):.1%})")
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from runner.results.load import load, result_path
+
+    ds = load(args.run)
+    print(f"{result_path(args.run)}\n")
+    print(ds.drop_attrs() if hasattr(ds, "drop_attrs") else ds)
+    keys = ("name", "run_id", "created", "executor", "device", "git_commit", "git_dirty", "runner_version",
+            "torch_version", "transformer_lens_version")
+    print("\nprovenance:")
+    for key in keys:
+        if key in ds.attrs:
+            print(f"  {key:25s} {ds.attrs[key]}")
+    failed = np.asarray(ds["status"].values != "ok")
+    if failed.any():
+        print(f"\n{int(failed.sum())} of {failed.size} points failed; first error: "
+              f"{np.asarray(ds['error'].values)[failed].ravel()[0]}")
+    return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -53,3 +53,14 @@ def test_schema_is_json_schema_with_descriptions(project):
 def test_status_of_a_missing_run_is_a_clear_error(project):
     done = cli("status", "nothing-here", cwd=project)
     assert done.returncode == 2 and "no run at" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_show_prints_the_result_and_its_provenance(project):
+    write_spec(project, BASE_SPEC)
+    assert cli("run", "spec.yaml", cwd=project).returncode == 0
+    done = cli("show", "base", cwd=project)
+    assert done.returncode == 0, done.stderr
+    assert "coefficient: 3" in done.stdout and "logits" in done.stdout
+    assert "run_id" in done.stdout and "torch_version" in done.stdout
+    missing = cli("show", "nothing", cwd=project)
+    assert missing.returncode == 2 and "no result at" in missing.stderr
