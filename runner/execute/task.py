@@ -258,8 +258,7 @@ def _closed_loop(metric: Any, ctx: Context, edits: list, spec: Any) -> dict:
     from runner.metrics.rollout import rollout
 
     target = getattr(getattr(spec.data, "trajectories", None), "target_return", None)
-    with torch.inference_mode(False), torch.no_grad():
-        return rollout(metric, ctx.model, edits, target, ctx.device)
+    return rollout(metric, ctx.model, edits, target, ctx.device)
 
 
 def _forward(ctx: Context, prepared: list, clean: torch.Tensor, records: dict, readouts: set[str]):

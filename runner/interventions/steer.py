@@ -8,7 +8,8 @@ import torch
 
 from runner.checks import resolve_path
 from runner.envs.selection import is_selection, selection_mask
-from runner.interventions import Edit, address
+from runner.interventions import Edit, address, region
+from runner.sites import position_indices
 
 
 def steer(iv: Any, ctx: Any, seed: int) -> list[Edit]:
@@ -29,10 +30,6 @@ def steer(iv: Any, ctx: Any, seed: int) -> list[Edit]:
 def steering_vector(source: Any, site: Any, ctx: Any, default_seed: int, head: int | None = None,
                     position: Any = "all") -> torch.Tensor:
     """The vector v a vector source gives at a site (at one head of it, when given), float32 on the CPU."""
-
-    def at_head(acts: torch.Tensor) -> torch.Tensor:
-        return acts if head is None else acts[:, :, head]
-
     width = site.width(ctx.dims)
     if hasattr(source, "file"):
         array = np.load(resolve_path(source.file, ctx.base_dir), allow_pickle=False)
@@ -43,7 +40,8 @@ def steering_vector(source: Any, site: Any, ctx: Any, default_seed: int, head: i
         v = rng.standard_normal(width)
         v /= np.linalg.norm(v)
         if opts.norm == "match":
-            v *= float(at_head(ctx.clean_activation(site.name)).norm(dim=-1).mean())
+            clean = ctx.clean_activation(site.name)
+            v *= float(_at_positions(clean, site, head, "all", ctx).norm(dim=-1).mean())
         elif opts.norm is not None:
             v *= opts.norm
         return torch.as_tensor(v, dtype=torch.float32)
@@ -54,17 +52,13 @@ def steering_vector(source: Any, site: Any, ctx: Any, default_seed: int, head: i
         away = w_u[:, against] if against is not None else w_u[:, others].mean(dim=1)
         return w_u[:, toward] - away
     sides = (_side_activation(getattr(source.contrast, side), site.name, ctx) for side in ("positive", "negative"))
-    pos, neg = (_at_steered_positions(acts, site, head, position, ctx) for acts in sides)
+    pos, neg = (_at_positions(acts, site, head, position, ctx) for acts in sides)
     return _mean_vector(pos) - _mean_vector(neg)
 
 
-def _at_steered_positions(acts: torch.Tensor, site: Any, head: int | None, position: Any, ctx: Any) -> torch.Tensor:
-    """A contrast side's activations at the positions steered, resolved against the side's own length."""
-    from runner.interventions import region
-    from runner.sites import position_indices
-
-    length = acts.shape[2] if site.short in ("pattern", "attn_scores") else acts.shape[1]
-    return acts[region(site, head, position_indices(position, length, ctx.dims.roles))]
+def _at_positions(acts: torch.Tensor, site: Any, head: int | None, position: Any, ctx: Any) -> torch.Tensor:
+    """Activations [batch, pos, ...] at a head and positions, resolved against their own length."""
+    return acts[region(site, head, position_indices(position, acts.shape[1], ctx.dims.roles))]
 
 
 def _side_activation(side: Any, site: str, ctx: Any) -> torch.Tensor:

@@ -9,8 +9,9 @@ import json
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -96,31 +97,31 @@ def _umask_mode() -> int:
     return 0o666 & ~umask
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write bytes to ``path`` through a temporary file and a rename."""
+@contextmanager
+def _atomic(path: Path) -> Iterator[str]:
+    """A temporary name beside ``path``: renamed onto it (with the umask's mode) if the block succeeds."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        yield tmp
         os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write bytes to ``path`` through a temporary file and a rename."""
+    with _atomic(path) as tmp:
+        Path(tmp).write_bytes(data)
 
 
 def write_netcdf(ds: Any, path: Path) -> None:
     """``ds.to_netcdf`` through a temporary file and a rename, with string variables as text."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        encoding = {name: {"dtype": str} for name, var in ds.variables.items() if var.dtype == object}
+    encoding = {name: {"dtype": str} for name, var in ds.variables.items() if var.dtype == object}
+    with _atomic(path) as tmp:
         ds.to_netcdf(tmp, engine="netcdf4", encoding=encoding)
-        os.chmod(tmp, _umask_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def json_attr(value: Any) -> str:
