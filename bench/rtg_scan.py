@@ -17,7 +17,7 @@ import torch
 
 import runner
 from runner.models.windows import windows
-from runner.sources import load_trajectories
+from runner.plan.facts import trajectories as load_trajectories
 
 TRAIN = """\
 name: bench-dt
@@ -57,14 +57,13 @@ def main() -> None:
         runner.run("scan.yaml", out="warm")
         agent = runner.load_model("results/bench-dt/models/model")
         traj = load_trajectories(runner.load_spec("scan.yaml").spec.data, tmp, 0)
-        received = np.repeat(traj.returns, traj.episode_lengths) - traj.returns_to_go()
         targets = np.linspace(0.0, 1.0, args.targets)
 
         t0 = time.perf_counter()
         with torch.inference_mode():
             baseline = []
             for target in targets:  # the notebook loop: one forward per target
-                inputs = windows(traj, np.arange(len(traj.actions)), agent.config, rtg=(target - received).astype(np.float32))
+                inputs = windows(traj, np.arange(len(traj.actions)), agent.config, target_return=float(target))
                 baseline.append(agent(inputs)[:, -1].numpy())
         t_base = time.perf_counter() - t0
         t0 = time.perf_counter()

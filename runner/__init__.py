@@ -1,9 +1,13 @@
 """runner: declarative interpretability experiments on small transformers and gridworld agents.
 
->>> import runner
->>> ds = runner.run("specs/quickstart.yaml")            # doctest: +SKIP
->>> ds = runner.load("quickstart")                       # doctest: +SKIP
->>> model = runner.load_model("specs/quickstart.yaml")   # doctest: +SKIP
+A spec (YAML) names a model, its data, an intervention, a sweep grid and metrics;
+``run`` computes every grid point and writes one labelled xarray Dataset.
+
+>>> ds = runner.run("specs/tiny.yaml")
+>>> ds.kl.dims
+('coefficient', 'layer', 'sample')
+>>> bool((ds.kl.sel(coefficient=0.0) == 0).all())
+True
 """
 from __future__ import annotations
 
@@ -17,7 +21,12 @@ from runner.spec import load_spec
 
 
 def compile_plan(spec: str | Path, **kwargs: Any) -> Any:
-    """Compile a spec file into a Plan (see runner.plan.compile_plan)."""
+    """The Plan of a spec file: its grid points, coordinates and tasks, every check made. Writes nothing.
+
+    >>> plan = runner.compile_plan("specs/tiny.yaml")
+    >>> plan.dims, len(plan.points)
+    (['coefficient', 'layer'], 6)
+    """
     from runner.plan import compile_plan as _compile
 
     return _compile(spec, **kwargs)
@@ -25,54 +34,76 @@ def compile_plan(spec: str | Path, **kwargs: Any) -> Any:
 
 def run(spec: str | Path, *, executor: str | None = None, address: str | None = None,
         out: str | Path | None = None, fresh: bool = False) -> Any:
-    """Run a spec (resuming any finished shards) and return its result Dataset."""
-    from runner.execute import execute
+    """The result Dataset of a spec, computing the points not finished before (a rerun resumes).
+
+    >>> ds = runner.run("specs/tiny.yaml")
+    >>> dict(ds.sizes)
+    {'coefficient': 3, 'layer': 2, 'sample': 4, 'vocab': 20}
+    """
+    from runner.execute.driver import execute
 
     return execute(compile_plan(spec, out=out), executor=executor, address=address, fresh=fresh).dataset
 
 
 def load(x: str | Path) -> Any:
-    """A run's result Dataset from a run name, spec path, run folder or .nc path."""
+    """A run's result Dataset from a run name, spec path, run folder or .nc path.
+
+    >>> ds = runner.load("tiny")
+    >>> ds.attrs["name"], float(ds.coefficient[-1])
+    ('tiny', 2.0)
+    """
     from runner.results.load import load as _load
 
     return _load(x)
 
 
 def load_model(x: str | Path) -> Any:
-    """The model a spec path names, or the agent in a checkpoint folder, ready for hooks.
+    """The model a spec names, or the agent in a checkpoint folder, ready for TransformerLens-style hooks.
 
     A token model is a TransformerLens ``TransformerBridge``; an agent has
-    ``run_with_hooks``/``run_with_cache`` over its inputs and its bridge as ``.body``.
+    ``run_with_hooks`` / ``run_with_cache`` over its inputs and its bridge as ``.body``.
 
-    >>> model = runner.load_model("specs/quickstart.yaml")          # doctest: +SKIP
-    >>> logits = model.run_with_hooks(tokens, fwd_hooks=[...])        # doctest: +SKIP
-    >>> agent = runner.load_model("results/train-bc/models/seed=0")  # doctest: +SKIP
+    >>> model = runner.load_model("specs/tiny.yaml")
+    >>> logits = model.run_with_hooks(torch.tensor([[1, 2, 3]]), fwd_hooks=[])
+    >>> tuple(logits.shape)
+    (1, 3, 20)
+    >>> agent = runner.load_model(agent_folder)
+    >>> agent.config.architecture, agent.body.cfg.n_layers
+    ('behavior_clone', 2)
     """
-    from runner.models import get_model
-    from runner.models.checkpoint import CheckpointError, load_agent
+    from runner.execute.inputs import load_model as _load_model
+    from runner.models.checkpoint import CheckpointError
 
-    if Path(x).is_dir():
-        try:
-            return load_agent(x)
-        except CheckpointError as exc:
-            raise RunnerError(str(exc)) from None
-    spec = load_spec(x).spec
-    if spec.kind == "train":
-        raise RunnerError(f"{x} is a train spec: load one of its checkpoints, results/{spec.name}/models/<point>")
     try:
-        return get_model(spec.model)
+        if Path(x).is_dir():
+            return _load_model(_checkpoint(x))
+        spec = load_spec(x).spec
+        if spec.kind == "train":
+            raise RunnerError(f"{x} is a train spec: load one of its checkpoints, results/{spec.name}/models/<point>")
+        if spec.model.kind == "run":
+            raise RunnerError(f"{x} reads every model of train run {spec.model.run!r}: load one of them, "
+                              f"results/{spec.model.run}/models/<point>")
+        return _load_model(spec.model)
     except (CheckpointError, FileNotFoundError) as exc:
         raise RunnerError(str(exc)) from None
+
+
+def _checkpoint(folder: str | Path) -> Any:
+    from runner.spec import CheckpointModel
+
+    return CheckpointModel(checkpoint=str(Path(folder).resolve()))
 
 
 def load_policy(path: str | Path, target_return: float | None = None) -> Any:
     """An agent that plays MiniGrid: ``reset()`` then ``act(obs, reward=0.0) -> action`` each step.
 
-    >>> policy = runner.load_policy("results/train-bc/models/seed=0")    # doctest: +SKIP
-    >>> obs, _ = env.reset(seed=7); policy.reset()                        # doctest: +SKIP
-    >>> action = policy.act(obs)                                          # doctest: +SKIP
+    >>> policy = runner.load_policy(agent_folder)
+    >>> env = runner.envs.make_env("BabyAI-GoToRedBallGrey-v0")
+    >>> obs, _ = env.reset(seed=7); policy.reset()
+    >>> policy.act(obs) in range(7)
+    True
     """
-    from runner.models.windows import Policy
+    from runner.models.policy import Policy
 
     return Policy(load_model(path), target_return)
 

@@ -1,4 +1,4 @@
-"""The command line: validate, schema, plan, run, status.
+"""The command line: validate, schema, plan, run, status, show.
 
 User mistakes (a bad spec, a missing file, a refused run folder) print one
 located message and exit 2, without a traceback; a run in which some points
@@ -83,9 +83,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_schema(args: argparse.Namespace) -> int:
     from pydantic import TypeAdapter
 
-    from runner.spec.models import Spec, TrainSpec
+    from runner.spec import spec_kinds
 
-    schema = TypeAdapter(Spec | TrainSpec).json_schema()
+    kinds = spec_kinds()
+    schema = TypeAdapter(kinds["intervene"] | kinds["train"]).json_schema()
     schema.update({"title": "runner spec", "description": "A runner experiment spec: kind intervene (default) or train."})
     print(json.dumps(schema, indent=2))
     return 0
@@ -102,7 +103,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from runner.plan import compile_plan
 
     plan = compile_plan(args.spec, out=args.out)
-    from runner.execute import execute
+    from runner.execute.driver import execute
 
     outcome = execute(plan, executor=args.executor, address=args.address, fresh=args.fresh)
     total = len(plan.points)
@@ -154,10 +155,10 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from runner.plan import compile_plan
-    from runner.results.store import RunFolder
+    from runner.results.folder import RunFolder
 
-    folder = Path(args.run) if Path(args.run).is_dir() else Path("results") / args.run
-    run = RunFolder(folder)
+    run = RunFolder(args.run) if Path(args.run).is_dir() else RunFolder.named(args.run, ".")
+    folder = run.root
     if not run.spec_file.is_file():
         raise RunnerError(f"no run at {folder}: expected {run.spec_file}",
                           hint="Give a run name (results/<name>) or a run folder.")

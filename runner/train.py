@@ -11,13 +11,14 @@ import numpy as np
 import torch
 import xarray as xr
 
+from runner.envs.episodes import RandomPolicy, rollout
 from runner.envs.trajectories import Trajectories
-from runner.sources import load_trajectories
-from runner.envs.rollout import RandomPolicy, rollout
 from runner.envs.vocab import tokenize
 from runner.models.agent import Agent, AgentConfig
-from runner.models.windows import AgentPolicy, windows
-from runner.spec.models import TrainSpec
+from runner.models.policy import AgentPolicy
+from runner.models.windows import windows
+from runner.plan.facts import trajectories
+from runner.spec import TrainSpec
 
 
 def agent_config(spec: TrainSpec, traj: Trajectories, point_seed: int) -> AgentConfig:
@@ -40,7 +41,7 @@ def train_point(spec: TrainSpec, point_seed: int, base_dir: str, device: str = "
     """
     torch.manual_seed(point_seed)
     rng = np.random.default_rng(point_seed)
-    traj = load_trajectories(spec.data, base_dir, spec.seed)
+    traj = trajectories(spec.data, base_dir, spec.seed)
     config = agent_config(spec, traj, point_seed)
     agent = Agent(config).to(device)
     opt = spec.train
@@ -109,4 +110,4 @@ def _lr_factor(step: int, warmup: int, total: int) -> float:
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
-__all__ = ["train_point", "evaluate", "load_trajectories", "episode_dataset"]
+__all__ = ["train_point", "evaluate", "episode_dataset"]

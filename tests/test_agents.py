@@ -13,7 +13,7 @@ import runner
 from runner.models.agent import AgentConfig
 from runner.models.checkpoint import load_agent, save_agent
 from runner.models.windows import windows
-from runner.sources import load_trajectories
+from runner.plan.facts import trajectories as load_trajectories
 from conftest import cli, write_spec
 
 TRAIN = """\
@@ -92,7 +92,7 @@ def test_role_labels_and_hooks_at_every_layer(architecture, roles):
     assert config.roles() == roles and config.n_ctx == len(roles)
     assert [roles[i] for i in config.state_positions()] == ["S1", "S2", "S3"]
     agent = Agent(config).eval()
-    from runner.envs.trajectories import generate
+    from runner.envs import generate
 
     traj = generate("BabyAI-GoToRedBallGrey-v0", "bot", 3, seed=0)
     inputs = windows(traj, np.arange(len(traj.actions)), AgentConfig(**{**config.__dict__, "mission_length": 5}))
@@ -204,8 +204,8 @@ def test_training_on_ray_writes_the_same_models(trained, ray_session, tmp_path):
 
 
 def test_rollout_metric_with_coefficient_0_is_the_plain_agent(trained):
-    from runner.envs.rollout import rollout
-    from runner.models.windows import AgentPolicy
+    from runner.envs import rollout
+    from runner.models.policy import AgentPolicy
 
     folder, _ = trained
     spec = write_spec(folder, """\
@@ -333,9 +333,6 @@ AGENT_KINDS = {
 
 @pytest.mark.parametrize("kind", sorted(AGENT_KINDS))
 def test_every_kind_at_a_symbolic_position_matches_hand_written_hooks(trained, kind):
-    from runner.data import changed
-    from runner.spec.models import SameOptions
-
     folder, _ = trained
     spec = write_spec(folder, f"""\
         name: kinds-{kind}
@@ -361,7 +358,7 @@ def test_every_kind_at_a_symbolic_position_matches_hand_written_hooks(trained, k
         elif kind == "ablate":
             new = x + c * (0 - x)
         else:
-            swapped = windows(changed(traj, SameOptions(swap_word=["red", "blue"])), np.arange(len(traj.actions)),
+            swapped = windows(traj.changed(swap_word=("red", "blue")), np.arange(len(traj.actions)),
                               agent.config)
             assert not torch.equal(swapped.mission, inputs.mission)
             _, source = agent.run_with_cache(swapped, names_filter=lambda n: n == name)
@@ -379,7 +376,6 @@ def test_every_kind_at_a_symbolic_position_matches_hand_written_hooks(trained, k
 
 def test_contrast_between_selections_of_the_data(trained):
     from runner.envs.selection import selection_mask
-    from runner.spec.models import ViewSelect
 
     folder, _ = trained
     spec = write_spec(folder, """\
@@ -399,7 +395,7 @@ def test_contrast_between_selections_of_the_data(trained):
     ds = run_in(folder, spec, fresh=True)
     agent, traj, inputs = agent_and_inputs(folder, spec, "seed=0")
     name, last = "blocks.1.hook_resid_pre", len(agent.config.roles()) - 1
-    mask = torch.from_numpy(selection_mask(traj, ViewSelect(in_view="red ball")))
+    mask = torch.from_numpy(selection_mask(traj, "in_view", "red ball"))
     assert 0 < int(mask.sum()) < len(mask)
     with torch.inference_mode():
         _, cache = agent.run_with_cache(inputs, names_filter=lambda n: n == name)
@@ -415,20 +411,26 @@ def test_contrast_between_selections_of_the_data(trained):
     np.testing.assert_allclose(ds.action_logits.values, expected.numpy(), atol=1e-5)
 
 
-def test_an_empty_contrast_selection_is_refused_at_validate(trained):
+def test_checks_that_read_data_wait_for_it_and_refuse_before_any_point_runs(trained, tmp_path):
     folder, _ = trained
-    write_spec(folder, """\
+    write_spec(tmp_path, f"""\
         name: empty-selection
-        model: {checkpoint: results/tiny-train/models/seed=0}
+        model: {{checkpoint: {folder / "results" / "tiny-train" / "models" / "seed=0"}}}
         data:
-          trajectories: {env: BabyAI-GoToRedBallGrey-v0, episodes: 3, seed: 300}
+          trajectories: {{env: BabyAI-GoToRedBallGrey-v0, episodes: 3, seed: 301}}
         intervention:
           kind: steer
           layer: 0
-          vector: {contrast: {positive: {mission_word: purple}, negative: {mission_word: red}}}
+          vector: {{contrast: {{positive: {{mission_word: purple}}, negative: {{mission_word: red}}}}}}
         metrics: [action_logits]
         """, "empty.yaml")
-    done = cli("validate", "empty.yaml", cwd=folder)
+    done = cli("validate", "empty.yaml", cwd=tmp_path)  # the demonstrations are not generated yet
+    assert done.returncode == 0 and "not generated yet" in done.stdout, done.stdout + done.stderr
+    assert not (tmp_path / "results").exists(), "validate writes nothing, caches included"
+    done = cli("run", "empty.yaml", cwd=tmp_path)
+    assert done.returncode == 2 and "empty.yaml:8:" in done.stderr and "matches none" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "results" / "empty-selection").exists()
+    done = cli("validate", "empty.yaml", cwd=tmp_path)  # cached by the run: validate reads them now
     assert done.returncode == 2 and "empty.yaml:8:" in done.stderr and "matches none" in done.stderr
 
 
@@ -516,8 +518,10 @@ def test_agent_interventions_that_would_do_nothing_or_crash_are_refused(trained,
         intervention: {{{intervention}{hook}, layer: 0}}
         metrics: [action_logits]
         """, "bad-agent.yaml")
-    done = cli("validate", "bad-agent.yaml", cwd=folder)
-    assert done.returncode == 2 and "bad-agent.yaml:5:" in done.stderr and phrase in done.stderr, done.stderr
+    for verb in ("run", "validate"):  # run generates the data the checks read; validate then reads it cached
+        done = cli(verb, "bad-agent.yaml", cwd=folder)
+        assert done.returncode == 2 and "bad-agent.yaml:5:" in done.stderr and phrase in done.stderr, done.stderr
+    assert not (folder / "results" / "bad-agent").exists()
 
 
 def test_full_patch_restores_exactly_one(trained):

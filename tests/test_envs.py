@@ -15,7 +15,7 @@ from runner.envs import (
     WORDS,
     RandomPolicy,
     Trajectories,
-    cached,
+    demonstrations,
     check_env,
     decode_mission,
     decode_observation,
@@ -27,8 +27,8 @@ from runner.envs import (
     rollout,
     tokenize,
 )
-from runner.envs import trajectories as trajectories_module
-from runner.envs.trajectories import make_env, quiet
+from runner.envs import demos as demos_module
+from runner.envs.make import make_env, quiet
 
 EASY = "BabyAI-GoToRedBallGrey-v0"  # seeds 8 and 10 print "Sampling rejected" on reset
 
@@ -250,16 +250,18 @@ def test_check_env_messages():
         generate("MiniGrid-Empty-5x5-v0", "bot", episodes=1, seed=0)
 
 
-def test_cached_generates_once(tmp_path, monkeypatch):
-    first = cached(EASY, "bot", 5, 3, None, 0.0, tmp_path)
+def test_demonstrations_are_generated_once(tmp_path, monkeypatch):
+    assert demonstrations(EASY, "bot", 5, 3, None, 0.0, tmp_path, only_cached=True) is None
+    assert not list(tmp_path.iterdir()), "only_cached must write nothing"
+    first = demonstrations(EASY, "bot", 5, 3, None, 0.0, tmp_path)
     (path,) = tmp_path.glob("*.npz")
     mtime = path.stat().st_mtime_ns
-    monkeypatch.setattr(trajectories_module, "generate", lambda *a, **k: pytest.fail("regenerated"))
-    again = cached(EASY, "bot", 5, 3, None, 0.0, tmp_path)
+    monkeypatch.setattr(demos_module, "generate", lambda *a, **k: pytest.fail("regenerated"))
+    again = demonstrations(EASY, "bot", 5, 3, None, 0.0, tmp_path, only_cached=True)
     assert path.stat().st_mtime_ns == mtime and not list(tmp_path.glob(".*tmp"))
     np.testing.assert_array_equal(again.actions, first.actions)
     monkeypatch.undo()
-    cached(EASY, "bot", 5, 4, None, 0.0, tmp_path)  # another seed, another file
+    demonstrations(EASY, "bot", 5, 4, None, 0.0, tmp_path)  # another seed, another file
     assert len(list(tmp_path.glob("*.npz"))) == 2
 
 

@@ -145,3 +145,11 @@ def test_resid_norm_logit_lens_and_attention_read_the_intervened_run(project):
                                    cache["blocks.0.attn.hook_pattern"][:, 1, -1].numpy(), atol=1e-6)
     assert ds.logit_lens.dims == ("coefficient", "layer", "sample", "layer_read", "vocab")
     np.testing.assert_allclose(ds.logit_lens.isel(layer_read=-1).values, ds.logits.values, atol=1e-4)
+
+
+def test_a_model_cached_by_a_run_still_takes_gradients(project):
+    spec = write_spec(project, BASE_SPEC)
+    runner.run(spec)  # builds the model inside inference mode, and caches it for the process
+    model = runner.load_model(spec)
+    model(torch.tensor([[1, 2, 3]]))[0, -1].logsumexp(-1).backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)

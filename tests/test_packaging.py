@@ -36,3 +36,16 @@ def test_every_example_spec_validates():
     specs = sorted(str(p) for p in (ROOT / "specs").glob("*.yaml"))
     assert len(specs) >= 10
     assert main(["validate", *specs]) == 0
+
+
+def test_the_readme_layout_table_lists_every_module():
+    readme = (ROOT / "README.md").read_text()
+    rows = {line.split("|")[1].strip(" `"): line for line in readme.splitlines() if line.startswith("| `runner/")}
+    missing = []
+    for path in (ROOT / "runner").rglob("*.py"):
+        if path.stem == "__init__" and path.parent != ROOT / "runner":
+            continue  # a package's own row describes it
+        folder = path.parent.relative_to(ROOT).as_posix() + "/"
+        if f"`{path.stem}`" not in rows.get(folder, ""):
+            missing.append(path.relative_to(ROOT).as_posix())
+    assert missing == []

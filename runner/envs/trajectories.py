@@ -33,26 +33,18 @@ your own agent (e.g. a PPO loop)::
 """
 from __future__ import annotations
 
-import contextlib
-import difflib
-import hashlib
-import io
-import json
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
-import minigrid
 import numpy as np
-from minigrid.utils.baby_ai_bot import BabyAIBot
 
+from runner.envs.actions import N_ACTIONS
 from runner.envs.encoding import CHANNEL_NAMES, CHANNEL_SIZES
 
 FORMAT_VERSION = 1
-N_ACTIONS = 7
-POLICIES = ("bot", "random")
 KEYS = ("env_id", "images", "directions", "actions", "rewards", "episode_lengths", "missions", "env_seeds")
 _KINDS = {"env_id": "US", "images": "iu", "directions": "iu", "actions": "iu", "rewards": "fiu",
           "episode_lengths": "iu", "missions": "US", "env_seeds": "iu"}
@@ -93,13 +85,15 @@ class Trajectories:
         lengths = self.episode_lengths.astype(np.int64)
         return np.cumsum(lengths) - lengths
 
-    def _episode_of_step(self) -> np.ndarray:
+    @property
+    def episode_of_step(self) -> np.ndarray:
+        """Episode index (N,) int64 of every step."""
         return np.repeat(np.arange(self.n_episodes), self.episode_lengths)
 
     @property
     def returns(self) -> np.ndarray:
         """Sum of rewards (E,) float32 of each episode."""
-        sums = np.bincount(self._episode_of_step(), weights=self.rewards.astype(np.float64),
+        sums = np.bincount(self.episode_of_step, weights=self.rewards.astype(np.float64),
                            minlength=self.n_episodes)
         return sums.astype(np.float32)
 
@@ -144,6 +138,22 @@ class Trajectories:
                  + np.arange(int(lengths.sum())))
         return Trajectories(self.env_id, self.images[steps], self.directions[steps], self.actions[steps],
                             self.rewards[steps], lengths, self.missions[chosen], self.env_seeds[chosen])
+
+    def changed(self, swap_word: tuple[str, str] | None = None, cell: dict[str, Any] | None = None) -> Trajectories:
+        """The same episodes with a mission word swapped and/or one cell of every observation edited.
+
+        ``cell`` holds ``row``, ``col`` and the new ``object`` / ``colour`` / ``state`` names
+        (see ``runner.envs.encoding.edit_cell``).
+        """
+        from runner.envs.encoding import edit_cell
+        from runner.envs.vocab import swap_word as swap
+
+        missions, images = self.missions, self.images
+        if swap_word:
+            missions = np.array([swap(str(m), *swap_word) for m in missions], dtype=str)
+        if cell:
+            images = edit_cell(images, **cell)
+        return dataclasses.replace(self, missions=missions, images=images)
 
     def save_npz(self, path: str | Path) -> Path:
         """The path written: the arrays as a compressed ``.npz`` (atomically: temp file, then rename)."""
@@ -237,148 +247,3 @@ def _check(arrays: dict[str, np.ndarray]) -> str | None:
     if not np.isfinite(arrays["rewards"].astype(np.float64)).all():
         return f"rewards[{int(np.argmax(~np.isfinite(arrays['rewards'])))}] is not finite"
     return None
-
-
-# ---------------------------------------------------------------- environments
-
-
-@contextlib.contextmanager
-def quiet():
-    """Swallow stdout (BabyAI level generation prints "Sampling rejected: ..." lines)."""
-    with contextlib.redirect_stdout(io.StringIO()):
-        yield
-
-
-def make_env(env_id: str) -> Any:
-    """The bare MiniGrid env (no gymnasium wrappers) registered as ``env_id``."""
-    return gym.make(env_id, disable_env_checker=True).unwrapped
-
-
-def _minigrid_ids() -> list[str]:
-    return [k for k in gym.envs.registry if k.startswith(("MiniGrid-", "BabyAI-"))]
-
-
-def check_env(env_id: str, policy: str) -> str | None:
-    """None if ``policy`` can play ``env_id``, else a message saying why not (no env is built)."""
-    if env_id not in gym.envs.registry:
-        by_lower = {k.lower(): k for k in _minigrid_ids()}
-        close = [by_lower[k] for k in difflib.get_close_matches(env_id.lower(), by_lower, n=3, cutoff=0.6)]
-        hint = f"; did you mean {', '.join(close)}?" if close else \
-            " (MiniGrid and BabyAI ids start with MiniGrid- or BabyAI-)"
-        return f"unknown environment {env_id!r}{hint}"
-    entry = str(gym.envs.registry[env_id].entry_point)
-    if not (env_id.startswith(("MiniGrid-", "BabyAI-")) or entry.startswith("minigrid")):
-        return f"environment {env_id!r} is not a MiniGrid or BabyAI environment"
-    if policy not in POLICIES:
-        return f"unknown policy {policy!r}; expected one of {', '.join(POLICIES)}"
-    if policy == "bot" and not entry.startswith("minigrid.envs.babyai"):
-        return (f"policy 'bot' needs a BabyAI level (BabyAI-...), and {env_id!r} is not one: the bot "
-                f"plans from a BabyAI instruction; use policy 'random' or a file of demonstrations")
-    return None
-
-
-def _episode(env: Any, policy: str, env_seed: int, max_steps: int | None,
-             epsilon: float, salt: int) -> dict[str, Any] | None:
-    """One episode's arrays, or None if the bot raised (it gives up on rare layouts)."""
-    rng = np.random.default_rng([env_seed, salt])  # not env_seed alone: that is the env's own stream
-    with quiet():
-        obs, _ = env.reset(seed=env_seed)
-    limit = env.max_steps if max_steps is None else min(max_steps, env.max_steps)
-    images, directions, actions, rewards = [], [], [], []
-    bot, replaced = None, None
-    for _ in range(limit):
-        images.append(obs["image"])
-        directions.append(obs["direction"])
-        if policy == "random":
-            action = int(rng.integers(N_ACTIONS))
-        else:
-            try:
-                bot = bot or BabyAIBot(env)
-                # None tells the bot its own suggestion was taken; passing the replaced
-                # action makes it re-plan (e.g. undo a random toggle) instead.
-                suggested = int(bot.replan(replaced))
-            except Exception:  # noqa: BLE001 - the bot's asserts, DisappearedBoxError: drop it
-                return None
-            action = int(rng.integers(N_ACTIONS)) if epsilon and rng.random() < epsilon else suggested
-            replaced = None if action == suggested else action
-        with quiet():
-            obs, reward, terminated, truncated, _ = env.step(action)
-        actions.append(action)
-        rewards.append(reward)
-        if terminated or truncated:
-            break
-    return {"images": images, "directions": directions, "actions": actions, "rewards": rewards,
-            "mission": obs["mission"], "env_seed": env_seed}
-
-
-def generate(env_id: str, policy: str, episodes: int, seed: int, max_steps: int | None = None,
-             epsilon: float = 0.0) -> Trajectories:
-    """Trajectories of ``episodes`` episodes of ``policy`` ("bot" or "random") on ``env_id``.
-
-    Episode e resets the env with seed ``seed + e``; an episode the bot gives up
-    on is dropped and the next seed used, so there are always ``episodes``
-    (``env_seeds`` records which). With ``epsilon`` each bot action is replaced by
-    a uniformly random one with that probability. Episodes end when the env
-    ends them or after ``max_steps`` steps (None: the env's own limit; rewards
-    keep the env's own scale either way). Every episode's play depends only on
-    its env seed and the arguments, so a smaller run is a prefix of a larger one.
-
-    >>> demos = generate("BabyAI-GoToRedBallGrey-v0", "bot", episodes=4, seed=0)  # doctest: +SKIP
-    >>> demos.success.mean()                                                    # doctest: +SKIP
-    1.0
-    """
-    problem = check_env(env_id, policy)
-    if problem:
-        raise ValueError(problem)
-    if episodes < 0 or not 0.0 <= epsilon <= 1.0 or (max_steps is not None and max_steps < 1):
-        raise ValueError(f"need episodes >= 0, 0 <= epsilon <= 1 and max_steps >= 1; got "
-                         f"episodes={episodes}, epsilon={epsilon}, max_steps={max_steps}")
-    env = make_env(env_id)
-    played, env_seed, dropped = [], seed, 0
-    while len(played) < episodes:
-        ep = _episode(env, policy, env_seed, max_steps, epsilon, salt=0x5EED)
-        env_seed += 1
-        if ep is None:
-            dropped += 1
-            if dropped > 10 + episodes:
-                raise RuntimeError(f"the BabyAI bot gave up on {dropped} layouts of {env_id} "
-                                   f"(seeds from {seed}); it cannot solve this level")
-            continue
-        played.append(ep)
-    return _assemble(env_id, played)
-
-
-def _assemble(env_id: str, played: list[dict[str, Any]]) -> Trajectories:
-    def steps(key: str, dtype: Any, shape: tuple[int, ...] = ()) -> np.ndarray:
-        values = [v for ep in played for v in ep[key]]
-        return np.asarray(values, dtype=dtype).reshape(len(values), *shape)
-
-    return Trajectories(
-        env_id=env_id, images=steps("images", np.uint8, (7, 7, 3)), directions=steps("directions", np.int8),
-        actions=steps("actions", np.int8), rewards=steps("rewards", np.float32),
-        episode_lengths=np.array([len(ep["actions"]) for ep in played], dtype=np.int32),
-        missions=np.array([ep["mission"] for ep in played], dtype=str),
-        env_seeds=np.array([ep["env_seed"] for ep in played], dtype=np.int64))
-
-
-def cache_key(env_id: str, policy: str, episodes: int, seed: int, max_steps: int | None,
-              epsilon: float) -> str:
-    """The content hash naming a generated dataset (arguments, FORMAT_VERSION, minigrid version)."""
-    payload = {"env_id": env_id, "policy": policy, "episodes": int(episodes), "seed": int(seed),
-               "max_steps": None if max_steps is None else int(max_steps), "epsilon": float(epsilon),
-               "format": FORMAT_VERSION, "minigrid": minigrid.__version__}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
-
-
-def cached(env_id: str, policy: str, episodes: int, seed: int, max_steps: int | None, epsilon: float,
-           cache_dir: Path) -> Trajectories:
-    """Trajectories from ``cache_dir/<hash>.npz`` if there, else generated once and stored there."""
-    path = Path(cache_dir) / f"{cache_key(env_id, policy, episodes, seed, max_steps, epsilon)}.npz"
-    if path.is_file():
-        try:
-            return Trajectories.load_npz(path)
-        except ValueError:
-            pass  # damaged (e.g. a disk filled mid-write elsewhere): regenerate and overwrite
-    demos = generate(env_id, policy, episodes, seed, max_steps, epsilon)
-    demos.save_npz(path)
-    return demos

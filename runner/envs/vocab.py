@@ -114,6 +114,25 @@ def decode_mission(ids: Iterable[int] | np.ndarray) -> str:
     return " ".join(words).replace(" ,", ",")
 
 
+def mission_has_word(mission: str, word: str) -> bool:
+    """Whether a mission holds ``word`` as one of its words (as ``tokenize`` splits them).
+
+    >>> mission_has_word("go to the red ball, then open a door", "ball"), mission_has_word("go to the reddish box", "red")
+    (True, False)
+    """
+    return word.lower() in tokenize(mission)
+
+
+def swap_word(mission: str, old: str, new: str) -> str:
+    """The mission with every word ``old`` replaced by ``new`` (words as ``tokenize`` splits them).
+
+    >>> swap_word("go to the red ball, then pick up the red key", "red", "blue")
+    'go to the blue ball, then pick up the blue key'
+    """
+    words = [new.lower() if w == old.lower() else w for w in tokenize(mission)]
+    return " ".join(words).replace(" ,", ",")
+
+
 def mission_words_ok(mission: str) -> str | None:
     """None if every word of the mission is in the vocabulary, else the error message."""
     for word in tokenize(mission):

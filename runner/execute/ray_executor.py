@@ -90,7 +90,7 @@ class RayExecutor:
     def map(self, tasks: list) -> Iterator[tuple[Any, Any]]:
         import ray
 
-        from runner.execute import failed_result
+        from runner.execute.task import failed_result
 
         ex = self.execution
         remote = ray.remote(_run_task_remote).options(

@@ -1,57 +1,78 @@
-"""Interventions: each kind turns its spec into edits ``(hook name, fn)`` on a batch of rows.
+"""Interventions: every kind is x + c·d(x) at one address, with d built by a small registry of builders.
 
-An edit function takes the activation of one point's rows at its hook and
-returns the edited activation; the task folds many points into one batch and
-applies each point's edits to its own rows (see ``runner.execute.task``).
-Every kind has a coefficient c, and c = 0 leaves the model untouched:
+    steer   d = v                                   (a steering vector; see ``vectors``)
+    scale   d = x                                   (x becomes (1 + c)·x)
+    ablate  d = r − x, r = 0 | the mean over samples | another sample's (resample)
+    patch   d = x_source − x
 
-    steer   x + c·v
-    patch   x + c·(x_source − x)
-    ablate  x + c·(r − x),  r = 0 | mean over samples | resampled
-    scale   (1 + c)·x
+A builder returns d as data (``offset``, ``gain``; see ``edit``); ``prepare``
+adds the address and the coefficient to make the point's ``Edit``, which the
+task applies to the point's own rows of a folded batch (``apply``). c = 0
+leaves the model untouched.
+
+What a builder may ask of the task (``ctx``): ``sizes`` (the model's
+``ModelSizes``), ``length`` (positions per sample), ``device``, ``seed`` (the
+spec's), ``model``, ``resolve(path)``, ``clean_activation(site)``,
+``activation_of(data, site)`` (another input's activations) and
+``trajectories()`` (the data, for selections).
 """
 from __future__ import annotations
 
 from typing import Any, Callable
 
-from runner.sites import Site, position_indices, resolve_site
+import numpy as np
+import torch
 
-Edit = tuple[str, Callable[[Any], Any]]
+from runner.interventions.edit import Edit, apply, region
+from runner.interventions.vectors import steering_vector
+from runner.models.sites import Site, position_indices, resolve_site
 
-
-def region(site: Site, head: int | None, positions: list[int] | None) -> tuple:
-    """The index into an activation [batch, ...] that an address selects.
-
-    z / q / k / v are [batch, pos, head, d_head]; pattern / attn_scores are
-    [batch, head, query, key] (position selects queries); the rest [batch, pos, ...].
-    """
-    pos = slice(None) if positions is None else positions
-    if site.short in ("pattern", "attn_scores"):
-        return (slice(None), slice(None) if head is None else head, pos)
-    return (slice(None), pos) if head is None else (slice(None), pos, head)
+Builder = Callable[[Any, Site, tuple, Any], tuple[Any, float]]
 
 
-def address(iv: Any, ctx: Any) -> tuple[Site, tuple]:
-    """The resolved site of an intervention and the index of its region."""
-    site = resolve_site(iv.hook, iv.layer, ctx.dims)
-    return site, region(site, iv.head, position_indices(iv.position, ctx.length, ctx.dims.roles))
+def steer(iv: Any, site: Site, index: tuple, ctx: Any) -> tuple[torch.Tensor, float]:
+    return steering_vector(iv.vector, site, ctx, head=iv.head, position=iv.position).to(ctx.device), 0.0
 
 
-def prepare(intervention: Any, ctx: Any, seed: int) -> list[Edit]:
-    """The edits an intervention spec makes (none for a plain run)."""
-    if intervention is None:
-        return []
-    return REGISTRY[intervention.kind](intervention, ctx, seed)
+def scale(iv: Any, site: Site, index: tuple, ctx: Any) -> tuple[None, float]:
+    return None, 1.0
 
 
-def sites(intervention: Any, dims: Any) -> list[str]:
-    """Hook names whose clean activations the intervention may read."""
-    if intervention is None:
-        return []
-    return [resolve_site(intervention.hook, intervention.layer, dims).name]
+def ablate(iv: Any, site: Site, index: tuple, ctx: Any) -> tuple[torch.Tensor | None, float]:
+    if iv.method == "zero":
+        return None, -1.0
+    clean = ctx.clean_activation(site.name)
+    if iv.method == "mean":  # one sample, broadcast: the same mean serves a rollout's live episodes
+        return clean.mean(dim=0, keepdim=True)[index], -1.0
+    rng = np.random.default_rng(ctx.seed if iv.seed is None else iv.seed)
+    return clean[torch.from_numpy(rng.permutation(clean.shape[0])).to(clean.device)][index], -1.0
 
 
-from runner.interventions.steer import steer  # noqa: E402  (the registry needs the helpers above)
-from runner.interventions.towards import ablate, patch, scale  # noqa: E402
+def patch(iv: Any, site: Site, index: tuple, ctx: Any) -> tuple[torch.Tensor, float]:
+    return ctx.activation_of(iv.source, site.name)[index], -1.0
 
-REGISTRY: dict[str, Callable[..., list[Edit]]] = {"steer": steer, "patch": patch, "ablate": ablate, "scale": scale}
+
+BUILDERS: dict[str, Builder] = {"steer": steer, "scale": scale, "ablate": ablate, "patch": patch}
+
+
+def site_of(iv: Any, sizes: Any) -> Site:
+    """The hook an intervention addresses."""
+    return resolve_site(iv.hook, iv.layer, sizes)
+
+
+def prepare(iv: Any, ctx: Any) -> Edit | None:
+    """The edit an intervention spec makes in the task's model and inputs (None for a plain run)."""
+    if iv is None:
+        return None
+    site = site_of(iv, ctx.sizes)
+    index = region(site.short, iv.head, position_indices(iv.position, ctx.length, ctx.sizes.roles))
+    offset, gain = BUILDERS[iv.kind](iv, site, index, ctx)
+    return Edit(site.name, site.layer, index, iv.coefficient, offset, gain)
+
+
+def hook(edit: Edit) -> tuple[str, Callable]:
+    """A TransformerLens forward hook applying ``edit`` to every row (a rollout's batch belongs to one point)."""
+    return edit.site, lambda x, hook: apply(edit, x)
+
+
+__all__ = ["BUILDERS", "Edit", "apply", "hook", "prepare", "region", "site_of"]

@@ -1,14 +1,36 @@
 """rollout: closed-loop episodes of an agent with its intervention applied at every step."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterator, Literal
 
 import numpy as np
+from pydantic import Field
 
-from runner.envs import ACTIONS
-from runner.envs.rollout import rollout as play
-from runner.metrics import Result, reduce
-from runner.models.windows import AgentPolicy
+from runner.envs.actions import N_ACTIONS
+from runner.metrics.base import Loop, Metric, Variable, register
+
+
+class Rollout(Metric):
+    """Agents: closed-loop episodes, all played at once, with the intervention applied at every step."""
+
+    kind: Literal["rollout"]
+    episodes: int = Field(50, ge=1, description="Episodes, all played at once.")
+    seed: int = Field(1_000_000, ge=0, description="Episode e uses env seed seed + e.")
+    max_steps: int | None = Field(None, ge=1, description="Truncate episodes; default: the env's limit.")
+    variables = {
+        "return": Variable(("episode",), "episode return"),
+        "success": Variable(("episode",), "episode reached its goal"),
+        "episode_length": Variable(("episode",), units="steps"),
+        "action_fraction": Variable(("episode", "action"), "fraction of the episode's steps taking each action", "1"),
+    }
+    families = ("agents",)
+    closed_loop = True
+
+    def problems(self, sizes: Any, intervention: Any) -> Iterator[str]:
+        kind = intervention.kind if intervention is not None else None
+        if kind == "patch" or (kind == "ablate" and intervention.method == "resample"):
+            yield ("a rollout plays new episodes, so a per-sample reference (patch source, resample) has no sample to "
+                   "pair with; use steer, scale, or ablate zero / mean")
 
 
 class _Counting:
@@ -18,7 +40,7 @@ class _Counting:
         self.policy = policy
 
     def reset(self, missions: list[str]) -> None:
-        self.counts = np.zeros((len(missions), len(ACTIONS)), dtype=np.int64)
+        self.counts = np.zeros((len(missions), N_ACTIONS), dtype=np.int64)
         self.policy.reset(missions)
 
     def act(self, images: np.ndarray, directions: np.ndarray, rewards: np.ndarray, live: np.ndarray) -> np.ndarray:
@@ -28,20 +50,17 @@ class _Counting:
         return actions
 
 
-def rollout(metric: Any, agent: Any, edits: list, target_return: float | None, device: str) -> Result:
+@register(Rollout)
+def rollouts(metric: Rollout, loop: Loop) -> dict[str, Any]:
     """Return, success, episode length and action frequencies of ``metric.episodes`` episodes, played at once.
 
-    Each step runs the agent once on every live episode; the point's edits apply to
-    that whole batch (all its rows belong to this point).
+    Each step runs the agent once on every live episode, with the point's hooks on.
     """
-    hooks = [(site, lambda x, hook, fn=fn: fn(x)) for site, fn in edits]
-    policy = _Counting(AgentPolicy(agent, target_return, device, hooks=hooks))
-    out = play(agent.config.env_id, policy, metric.episodes, metric.seed, metric.max_steps)
+    from runner.envs.episodes import rollout as play
+    from runner.models.policy import AgentPolicy
+
+    policy = _Counting(AgentPolicy(loop.agent, loop.target_return, loop.device, hooks=loop.hooks))
+    out = play(loop.agent.config.env_id, policy, metric.episodes, metric.seed, metric.max_steps)
     fractions = policy.counts / np.maximum(policy.counts.sum(axis=1, keepdims=True), 1)
-    return reduce(metric, {
-        "return": (("episode",), out["return"], {"long_name": "episode return"}),
-        "success": (("episode",), out["success"].astype("float32"), {"long_name": "episode reached its goal"}),
-        "episode_length": (("episode",), out["episode_length"], {"units": "steps"}),
-        "action_fraction": (("episode", "action"), fractions.astype("float32"),
-                            {"long_name": "fraction of the episode's steps taking each action", "units": "1"}),
-    })
+    return {"return": out["return"], "success": out["success"].astype("float32"),
+            "episode_length": out["episode_length"], "action_fraction": fractions.astype("float32")}

@@ -22,12 +22,11 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
+from runner.envs.actions import N_ACTIONS
 from runner.envs.encoding import OBS_ACTIVE, OBS_FEATURES
 from runner.envs.vocab import WORDS
-from runner.sites import agent_roles
-
-N_ACTIONS = 7
-ARCHITECTURES = ("behavior_clone", "decision_transformer")
+from runner.models.sizes import agent_roles
+from runner.models.transformer import boot_native_body, run_from
 
 
 @dataclass(frozen=True)
@@ -96,9 +95,6 @@ class AgentInputs:
     def tensors(self) -> Iterator[torch.Tensor]:
         yield from (self.mission, self.obs, self.actions, self.rtg, self.timesteps, self.valid)
 
-    def select(self, rows: Any) -> "AgentInputs":
-        return AgentInputs(*(t[rows] for t in self.tensors()))
-
     @staticmethod
     def cat(batches: list["AgentInputs"]) -> "AgentInputs":
         """Batches stacked along the sample dim."""
@@ -118,12 +114,11 @@ class Agent(nn.Module):
 
     def __init__(self, config: AgentConfig):
         super().__init__()
-        from runner.models import boot_native_body
-
         self.config = config
         d = config.d_model
-        self.body = boot_native_body(config.n_layers, d, config.n_heads, N_ACTIONS, config.n_ctx,
-                                     config.d_mlp, config.act_fn, config.init_seed)
+        self.body = boot_native_body(n_layers=config.n_layers, d_model=d, n_heads=config.n_heads, d_vocab=N_ACTIONS,
+                                     n_ctx=config.n_ctx, d_mlp=config.d_mlp, act_fn=config.act_fn,
+                                     init_seed=config.init_seed)
         generator = torch.Generator().manual_seed(config.init_seed)
         self.obs_embed = nn.EmbeddingBag(OBS_FEATURES, d, mode="sum")
         self.action_embed = nn.Embedding(N_ACTIONS, d)
@@ -145,7 +140,7 @@ class Agent(nn.Module):
         own = {k: v for k, v in super().state_dict(*args, **kwargs).items() if not k.startswith("body.")}
         return own | {f"body.{k}": v for k, v in self.body.state_dict().items()}
 
-    def load_state_dict(self, state: dict[str, torch.Tensor], strict: bool = True, assign: bool = False) -> Any:
+    def load_state_dict(self, state: dict[str, torch.Tensor], strict: bool = True) -> Any:
         body = {k[len("body."):]: v for k, v in state.items() if k.startswith("body.")}
         own = {k: v for k, v in state.items() if not k.startswith("body.")}
         self.body.load_state_dict(body, strict=strict)
@@ -229,11 +224,11 @@ class Agent(nn.Module):
     def forward(self, inputs: AgentInputs) -> torch.Tensor:
         """Action logits at every position, [B, n_ctx, 7]."""
         tokens, times = self.embed(inputs)
-        resid = self.body.embed.hook_out(tokens) + self.body.pos_embed.hook_out(times)
-        for block in self.body.blocks:
-            out = block(resid)
-            resid = out[0] if isinstance(out, tuple) else out
-        return self.body.unembed(self.body.ln_final(resid))
+        return self.run_from(self.body.embed.hook_out(tokens) + self.body.pos_embed.hook_out(times), 0)
+
+    def run_from(self, resid: torch.Tensor, layer: int, positions: slice = slice(None)) -> torch.Tensor:
+        """Action logits at ``positions`` from the residual stream entering block ``layer``."""
+        return run_from(self.body, resid, layer, positions)
 
     def action_logits(self, inputs: AgentInputs) -> torch.Tensor:
         """Logits of the current step's action (at the last state token), [B, 7]."""

@@ -5,21 +5,22 @@ from pathlib import Path
 from typing import Any
 
 from runner.errors import RunnerError
+from runner.results.folder import RunFolder
 
 
-def result_path(x: str | Path, results_root: str | Path = "results") -> Path:
+def result_path(x: str | Path, base_dir: str | Path = ".") -> Path:
     """The result.nc that ``x`` (a run name, spec path, run folder or .nc file) denotes."""
     p = Path(x)
     if p.suffix == ".nc":
         candidate = p
     elif p.is_dir():
-        candidate = p / "result.nc"
+        candidate = RunFolder(p).result_file
     elif p.suffix in (".yaml", ".yml"):
         from runner.spec import load_spec
 
-        candidate = Path(results_root) / load_spec(p).spec.name / "result.nc"
+        candidate = RunFolder.named(load_spec(p).spec.name, base_dir).result_file
     else:
-        candidate = Path(results_root) / str(x) / "result.nc"
+        candidate = RunFolder.named(str(x), base_dir).result_file
     if not candidate.is_file():
         raise RunnerError(f"no result at {candidate} (from {str(x)!r}): has the run finished?",
                           hint="`runner status NAME` shows a run's progress; `runner run SPEC` writes result.nc.")
@@ -29,9 +30,8 @@ def result_path(x: str | Path, results_root: str | Path = "results") -> Path:
 def load(x: str | Path) -> Any:
     """The result Dataset of a run, read fully into memory (the file is closed again).
 
-    >>> import runner
-    >>> ds = runner.load("quickstart")                       # doctest: +SKIP
-    >>> ds.logits.sel(layer=1, coefficient=0.0).dims         # doctest: +SKIP
+    >>> ds = load("tiny")
+    >>> ds.logits.sel(layer=1, coefficient=0.0).dims
     ('sample', 'vocab')
     """
     import xarray as xr

@@ -11,7 +11,7 @@ import numpy as np
 import xarray as xr
 
 from runner.plan import Plan
-from runner.results.store import coord_values, json_attr
+from runner.results.folder import coord_values, json_attr
 
 PACKAGES = ("torch", "transformer_lens", "ray", "minigrid", "xarray", "numpy", "pydantic")
 
@@ -65,14 +65,14 @@ def unflatten(points: xr.Dataset, plan: Plan) -> xr.Dataset:
 
 def _position_roles(plan: Plan) -> np.ndarray | None:
     """Role labels (S1, A1, I0 ...) for a swept integer ``intervention.position`` of an agent, if unambiguous."""
-    from runner.checks import model_dims
+    from runner.plan.facts import model_sizes
 
     member = next((m for axis in plan.loaded.axes for m in axis.members
                    if m.path == ("intervention", "position") and m.name == "position"), None)
     if member is None or not all(isinstance(v, int) and not isinstance(v, bool) for v in member.values):
         return None
     try:
-        found = {model_dims(p.spec, plan.base_dir).roles for p in plan.points}
+        found = {model_sizes(p.spec.model, plan.base_dir).roles for p in plan.points}
     except Exception:  # a model source without roles (token models) or an unreadable one: no labels
         return None
     roles = found.pop() if len(found) == 1 else None

@@ -1,14 +1,12 @@
 """The YAML spec language: load a file into a validated Spec with its sweep axes.
 
 >>> from runner.spec import load_spec
->>> loaded = load_spec("specs/quickstart.yaml")       # doctest: +SKIP
->>> loaded.spec.name, [a.dim for a in loaded.axes]    # doctest: +SKIP
-('quickstart', ['coefficient', 'layer'])
+>>> loaded = load_spec("specs/tiny.yaml")
+>>> loaded.spec.name, [a.dim for a in loaded.axes]
+('tiny', ['coefficient', 'layer'])
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path as FsPath
 from typing import Any
@@ -16,10 +14,20 @@ from typing import Any
 from pydantic import ValidationError
 
 from runner.errors import Problem, RunnerError
-from runner.spec.check import allowed_keys, data_path, model_has_path, problems_from
-from runner.spec.models import SPEC_KINDS, Spec, SpecBase, TrainSpec
+from runner.ids import content_id
+from runner.spec.base import Source, Strict
+from runner.spec.explain import allowed_keys, data_path, model_has_path, problems_from
+from runner.spec import interventions as _interventions, sources as _sources
+from runner.spec.interventions import *  # noqa: F401,F403  (the whole language is importable from here)
+from runner.spec.kinds import (AgentArchitecture, EvalOptions, Execution, Spec, SpecBase, TrainOptions, TrainSpec,
+                               spec_kinds)
+from runner.spec.paths import resolve_path
+from runner.spec.sources import *  # noqa: F401,F403
 from runner.spec.sweep import Axis, Member, parse_sweep, set_path, value_place
 from runner.spec.yaml_loader import Located, dotted, load_yaml
+
+# What cannot change a point's numbers, left out of its identity.
+IDENTITY_EXCLUDES = {"execution", "description", "sweep"}
 
 
 @dataclass(frozen=True)
@@ -36,6 +44,13 @@ class LoadedSpec:
     def cls(self) -> type[SpecBase]:
         return type(self.spec)
 
+    @property
+    def run_id(self) -> str:
+        """The content id of the run: its spec less what cannot change the numbers (sweep order included)."""
+        identity = self.spec.model_dump(mode="json", exclude=IDENTITY_EXCLUDES, exclude_defaults=True)
+        identity["sweep"] = [[key, axis] for key, axis in self.spec.sweep.items()]  # order names the dims
+        return content_id(identity)
+
     def point_data(self, assignments: dict[tuple, Any]) -> dict:
         """The spec's raw data with the given path -> value assignments applied."""
         data = self.located.data
@@ -45,7 +60,12 @@ class LoadedSpec:
 
 
 def load_spec(path: str | FsPath) -> LoadedSpec:
-    """Read, parse and validate a spec file; raise RunnerError naming file, line and path."""
+    """A spec file read, parsed and validated, with its sweep axes; RunnerError names file, line and path.
+
+    >>> loaded = runner.load_spec("specs/tiny.yaml")
+    >>> loaded.spec.intervention.kind, loaded.axes[0].members[0].values
+    ('steer', (-2.0, 0.0, 2.0))
+    """
     file = str(path)
     try:
         text = FsPath(path).read_text()
@@ -62,13 +82,14 @@ def parse_spec(text: str, file: str = "<string>") -> LoadedSpec:
     if not isinstance(located.data, dict):
         raise RunnerError(located.problem((), "a spec is a mapping with keys name, model, data, ..."))
     kind = located.data.get("kind", "intervene")
-    if kind not in SPEC_KINDS:
+    kinds = spec_kinds()
+    if kind not in kinds:
         import difflib
 
-        close = difflib.get_close_matches(str(kind), list(SPEC_KINDS), n=1)
+        close = difflib.get_close_matches(str(kind), list(kinds), n=1)
         raise RunnerError(located.problem(("kind",), f"unknown spec kind {kind!r}; expected intervene or train"
                                                      + (f" (did you mean {close[0]!r}?)" if close else "")))
-    cls = SPEC_KINDS[kind]
+    cls = kinds[kind]
     try:
         spec = cls.model_validate(located.data)
     except ValidationError as exc:
@@ -130,14 +151,15 @@ def _value_problems(exc: ValidationError, located: Located, member: Member, inde
     return out
 
 
-def canonical_json(obj: Any) -> str:
-    """The canonical JSON text of plain data: sorted keys, no spaces."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+def point_identity(spec: SpecBase) -> str:
+    """The content id of one resolved grid point: what it computes, defaults left out.
+
+    Defaults are left out so that a field added to the schema later keeps old runs
+    resumable (writing a default explicitly is the same computation as leaving it out).
+    """
+    return content_id(spec.model_dump(mode="json", exclude=IDENTITY_EXCLUDES, exclude_defaults=True))
 
 
-def content_id(obj: Any, length: int = 12) -> str:
-    """A short sha256 of the canonical JSON of ``obj``."""
-    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:length]
-
-
-__all__ = ["LoadedSpec", "Spec", "TrainSpec", "load_spec", "parse_spec", "canonical_json", "content_id", "Axis"]
+__all__ = ["AgentArchitecture", "EvalOptions", "Execution", "LoadedSpec", "Source", "Spec", "SpecBase", "Strict",
+           "TrainOptions", "TrainSpec", "load_spec", "parse_spec", "point_identity", "resolve_path", "spec_kinds",
+           *_interventions.__all__, *_sources.__all__]

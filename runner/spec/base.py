@@ -1,7 +1,7 @@
 """Building blocks of the spec language: strict models, single-key sources, action names."""
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Union
 
 from pydantic import (
     BaseModel,
@@ -10,24 +10,40 @@ from pydantic import (
     Tag,
 )
 
+from runner.envs.actions import ACTIONS, ActionName  # noqa: F401  (re-exported: the spec names actions)
+
 SLUG = r"^[a-z0-9][a-z0-9_-]*$"
-ACTIONS = ("left", "right", "forward", "pickup", "drop", "toggle", "done")  # MiniGrid's order: index = id
-ActionName = Literal["left", "right", "forward", "pickup", "drop", "toggle", "done"]
 
 
 class Strict(BaseModel):
+    """A spec model: unknown keys are errors, types are not coerced, instances are immutable."""
+
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Source(Strict):
+    """A mapping with exactly one key naming the kind of source: ``{file: v.npy}``, ``{random: {...}}``."""
+
+    @property
+    def kind(self) -> str:
+        """The source's one key, e.g. ``file`` or ``contrast``: what runner dispatches on."""
+        return next(iter(type(self).model_fields))
+
+    @property
+    def value(self) -> Any:
+        """What the one key holds."""
+        return getattr(self, self.kind)
 
 
 def _single_key(value: Any) -> str | None:
     if isinstance(value, dict) and len(value) == 1:
         return next(iter(value))
-    if isinstance(value, BaseModel):
-        return next(iter(type(value).model_fields))
+    if isinstance(value, Source):
+        return value.kind
     return None
 
 
-def one_of(what: str, *models: type[BaseModel]) -> Any:
+def one_of(what: str, *models: type[Source]) -> Any:
     """A union of single-key source models, told apart by their one key."""
     if len(models) == 1:
         return models[0]

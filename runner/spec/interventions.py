@@ -1,19 +1,20 @@
 """Interventions and their addresses: steer, patch, ablate, scale; steering-vector sources."""
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, ClassVar, Literal, Union
 
 from pydantic import (
     Field,
     model_validator,
 )
 
-from runner.spec.base import ACTIONS, Strict, one_of
-from runner.spec.sources import FileData, RandomTokensData, TokensData, TrajectoryData
+from runner.envs.actions import ACTIONS, action_id
+from runner.spec.base import Source, Strict, one_of
+from runner.spec.sources import Data, FileData, RandomTokensData, TokensData, TrajectoryData
 
 # ---------------------------------------------------------------- steering vectors
 
-class FileVector(Strict):
+class FileVector(Source):
     file: str = Field(description="A .npy file holding one vector as long as the hooked activation's last dim.")
 
 
@@ -24,19 +25,19 @@ class RandomVectorOptions(Strict):
     )
 
 
-class RandomVector(Strict):
+class RandomVector(Source):
     random: RandomVectorOptions = Field(description="A seeded random direction (a control for learned vectors).")
 
 
-class MissionSelect(Strict):
+class MissionSelect(Source):
     mission: str = Field(description="Agents: the samples of the spec's data whose mission is exactly this.")
 
 
-class WordSelect(Strict):
+class WordSelect(Source):
     mission_word: str = Field(description="Agents: the samples of the spec's data whose mission has this word.")
 
 
-class ViewSelect(Strict):
+class ViewSelect(Source):
     in_view: str = Field(description="Agents: the samples whose current view shows this object ('key' or 'red key').")
 
 
@@ -49,7 +50,7 @@ class ContrastOptions(Strict):
     negative: ContrastSide = Field(description="Inputs, or a selection of the spec's data: subtracted.")
 
 
-class ContrastVector(Strict):
+class ContrastVector(Source):
     contrast: ContrastOptions = Field(
         description="Mean activation difference at the site between two inputs or two selections of the data, "
                     "averaged over samples and over the intervention's positions (all positions for position: all)."
@@ -73,12 +74,13 @@ class DirectionOptions(Strict):
         return self
 
     def ids(self) -> tuple[int, int | None]:
-        toward = ACTIONS.index(self.action) if self.action is not None else self.token
-        against = ACTIONS.index(self.against) if isinstance(self.against, str) else self.against
+        """(toward, against) as action or token ids; against is None for "all the others"."""
+        toward = action_id(self.action) if self.action is not None else self.token
+        against = action_id(self.against) if isinstance(self.against, str) else self.against
         return toward, against
 
 
-class DirectionVector(Strict):
+class DirectionVector(Source):
     direction: DirectionOptions = Field(description="Difference of two unembedding directions (W_U columns): "
                                                     "pushes the readout toward one action or token.")
 
@@ -104,9 +106,9 @@ class Addressed(Strict):
 
     hook: str = Field("resid_pre", description="TransformerLens hook: short (resid_pre, attn_out, z, ...) or full (blocks.1.hook_resid_pre).")
     layer: int | None = Field(None, ge=0, description="Block index; required for block hooks given by short name.")
-    head: int | None = Field(None, ge=0, description="Head index, for z / q / k / v / pattern / attn_scores hooks.")
+    head: int | None = Field(None, ge=0, description="Head index, for z / q / k / v / pattern hooks.")
     position: Position = Field("all", description="all | last | an index (negative counts from the end) | a list of "
-                                                  "indices; for pattern / attn_scores, the query position.")
+                                                  "indices; for pattern, the query position.")
     coefficient: float = Field(1.0, description="How much of the intervention: 0 leaves the model untouched.")
 
 
@@ -153,9 +155,11 @@ class SameOptions(Strict):
         return self
 
 
-class SameData(Strict):
+class SameData(Data):
     same: SameOptions = Field(description="Agents: the spec's own trajectories with one thing changed (a patching "
                                           "counterfactual that pairs up with data sample by sample).")
+
+    agent_data: ClassVar[bool] = True
 
 
 PatchSource = one_of("source", TokensData, RandomTokensData, TrajectoryData, FileData, SameData)
@@ -170,3 +174,8 @@ class Patch(Addressed):
 
 
 Intervention = Annotated[Union[Steer, Scale, Ablate, Patch], Field(discriminator="kind")]
+
+__all__ = ["FileVector", "RandomVectorOptions", "RandomVector", "MissionSelect", "WordSelect", "ViewSelect",
+           "ContrastOptions", "ContrastVector", "DirectionOptions", "DirectionVector", "SymbolicPosition",
+           "Addressed", "Steer", "Scale", "Ablate", "CellEdit", "SameOptions", "SameData", "Patch", "ContrastSide",
+           "VectorSource", "Position", "PatchSource", "Intervention"]

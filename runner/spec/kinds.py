@@ -1,11 +1,10 @@
-"""The spec language v1 as pydantic models: the schema is the documentation.
+"""The two kinds of spec, intervene and train, assembled from the parts beside this module.
 
 Every model forbids unknown keys and is strict about types (a layer is an
 integer, not the string "1"). A *source* (of a model, of data, of a steering
-vector) is a mapping with exactly one key naming the kind of source.
-
-The parts live beside this module (base, sources, interventions, metrics); this
-one assembles the two spec kinds and re-exports every model of the language.
+vector) is a mapping with exactly one key naming the kind of source. The parts
+live in ``base``, ``sources``, ``interventions`` and ``metrics``; ``runner.spec``
+exports every model of the language.
 """
 from __future__ import annotations
 
@@ -14,12 +13,10 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from runner.spec.base import ACTIONS, SLUG, ActionName, Strict, one_of  # noqa: F401  (re-exported)
-from runner.spec.interventions import *  # noqa: F401,F403  (the whole language is importable from here)
+from runner.metrics import REGISTRY
+from runner.spec.base import SLUG, Strict
 from runner.spec.interventions import Intervention
-from runner.spec.metrics import *  # noqa: F401,F403
-from runner.spec.metrics import LogitsMetric, Metric
-from runner.spec.sources import *  # noqa: F401,F403
+from runner.spec.metrics import default_metrics, metric_union, metrics_description
 from runner.spec.sources import AgentData, DataSource, ModelSource
 
 # ---------------------------------------------------------------- execution
@@ -73,9 +70,8 @@ class Spec(SpecBase):
     model: ModelSource = Field(description="Exactly one model source.")
     data: DataSource = Field(description="Exactly one data source: what the model reads.")
     intervention: Intervention | None = Field(None, description="Absent: a plain run.")
-    metrics: list[Metric] = Field(default_factory=lambda: [LogitsMetric(kind="logits")], min_length=1,
-                                  description="What to measure: logits | probs | {logit_diff: {tokens: [a, b]}} | kl | "
-                                              "action_logits | action_probs | {rollout: {episodes: N}}.")
+    metrics: list[metric_union()] = Field(default_factory=default_metrics, min_length=1,  # type: ignore[valid-type]
+                                          description=metrics_description())
 
     @field_validator("metrics")
     @classmethod
@@ -135,9 +131,17 @@ class TrainSpec(SpecBase):
 
 
 SPEC_KINDS: dict[str, type[SpecBase]] = {"intervene": Spec, "train": TrainSpec}
+_built_with = REGISTRY.version
 
 
-def spec_class(data: Any) -> type[SpecBase]:
-    """The model of the spec kind that raw data declares (intervene when absent or unknown)."""
-    kind = data.get("kind", "intervene") if isinstance(data, dict) else "intervene"
-    return SPEC_KINDS.get(kind, Spec) if isinstance(kind, str) else Spec
+def spec_kinds() -> dict[str, type[SpecBase]]:
+    """The spec models by kind, ``Spec`` rebuilt first if a metric was registered since it was built."""
+    global _built_with
+    if REGISTRY.version != _built_with:
+        field = Spec.model_fields["metrics"]
+        field.annotation = list[metric_union()]  # type: ignore[valid-type]
+        field.description = metrics_description()
+        Spec.model_rebuild(force=True)
+        _built_with = REGISTRY.version
+    return SPEC_KINDS
+

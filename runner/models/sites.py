@@ -1,7 +1,16 @@
-"""Hook addressing without torch: short TransformerLens names -> full hook names and widths.
+"""Hook addressing without torch: short TransformerLens names -> full hook names, widths and positions.
 
 Both ``runner plan`` (to check an address before anything runs) and the
 interventions (to hook the model) use this table, so they cannot disagree.
+``attn_scores`` is refused here, and only here: TransformerLens 4's bridge
+discards edits at that hook (address the attention weights through ``pattern``).
+
+>>> sizes = ModelSizes.of_transformer(n_layers=2, d_model=32, n_heads=4, d_vocab=20, n_ctx=16)
+>>> site = resolve_site("z", 1, sizes)
+>>> site.name, site.layer, site.width(sizes)
+('blocks.1.attn.hook_z', 1, 8)
+>>> position_indices(-1, 8), position_indices([0, 2], 8), position_indices("all", 8)
+([7], [0, 2], None)
 """
 from __future__ import annotations
 
@@ -9,12 +18,14 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from runner.models.sizes import ModelSizes
+
 _BLOCK = {"resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out"}
-_ATTN = {"z", "q", "k", "v", "pattern", "attn_scores"}
+_ATTN = {"z", "q", "k", "v", "pattern"}
 _MLP = {"pre": "mlp.hook_pre", "post": "mlp.hook_post", "mlp_pre": "mlp.hook_pre", "mlp_post": "mlp.hook_post"}
 _GLOBAL = {"embed": "hook_embed", "pos_embed": "hook_pos_embed"}
 _NEEDS_MLP = {"resid_mid", "mlp_out", "pre", "post", "mlp_pre", "mlp_post"}
-HEAD_HOOKS = ("z", "q", "k", "v", "pattern", "attn_scores")
+HEAD_HOOKS = ("z", "q", "k", "v", "pattern")
 SHORT_NAMES = sorted(_BLOCK | _ATTN | set(_MLP) | set(_GLOBAL))
 
 _FULL = re.compile(r"^blocks\.(\d+)\.(?:(attn|mlp)\.)?hook_(\w+)$")
@@ -29,21 +40,6 @@ class SiteError(ValueError):
 
 
 @dataclass(frozen=True)
-class Dims:
-    """The sizes of a model that addresses are checked against."""
-
-    n_layers: int
-    d_model: int
-    n_heads: int
-    d_head: int
-    d_mlp: int
-    d_vocab: int
-    n_ctx: int
-    attn_only: bool = False
-    roles: tuple[str, ...] | None = None   # agents: the role label of every position
-
-
-@dataclass(frozen=True)
 class Site:
     """A resolved hook: its full name, block index and short kind."""
 
@@ -55,19 +51,19 @@ class Site:
     def has_heads(self) -> bool:
         return self.short in HEAD_HOOKS
 
-    def width(self, dims: Dims) -> int:
+    def width(self, sizes: ModelSizes) -> int:
         """The length a vector added at this site must have (its activation's last dim)."""
         if self.short in ("z", "q", "k", "v"):
-            return dims.d_head
+            return sizes.d_head
         if self.short in ("pre", "post", "mlp_pre", "mlp_post"):
-            return dims.d_mlp
-        if self.short in ("pattern", "attn_scores"):
+            return sizes.d_mlp
+        if self.short == "pattern":
             raise ValueError(f"{self.name} holds attention weights over positions; it has no vector width")
-        return dims.d_model
+        return sizes.d_model
 
 
-def resolve_site(hook: str, layer: int | None, dims: Dims) -> Site:
-    """The site a (hook, layer) address names in a model of ``dims``; ValueError says why not."""
+def resolve_site(hook: str, layer: int | None, sizes: ModelSizes) -> Site:
+    """The site a (hook, layer) address names in a model of ``sizes``; SiteError says why not."""
     if hook == "attn_scores" or hook.endswith("attn.hook_attn_scores"):
         raise SiteError("attn_scores cannot be intervened on: TransformerLens 4 discards edits there; "
                         "address the attention weights through pattern")
@@ -79,7 +75,7 @@ def resolve_site(hook: str, layer: int | None, dims: Dims) -> Site:
             raise SiteError(f"hook {hook!r} is outside the blocks and takes no layer", "layer")
         return Site(_GLOBAL[hook], None, hook)
     if hook in _GLOBAL.values():
-        return resolve_site(next(k for k, v in _GLOBAL.items() if v == hook), layer, dims)
+        return resolve_site(next(k for k, v in _GLOBAL.items() if v == hook), layer, sizes)
     full = _FULL.match(hook)
     if full:
         named_layer, group, short = int(full.group(1)), full.group(2), full.group(3)
@@ -92,12 +88,12 @@ def resolve_site(hook: str, layer: int | None, dims: Dims) -> Site:
     if hook not in _BLOCK | _ATTN | set(_MLP):
         raise SiteError(f"unknown hook {hook!r}; short names are {', '.join(SHORT_NAMES)} "
                          "(or a full name such as blocks.0.hook_resid_pre)")
-    if dims.attn_only and hook in _NEEDS_MLP:
+    if sizes.attn_only and hook in _NEEDS_MLP:
         raise SiteError(f"hook {hook!r} does not exist: the model is attn_only (no MLPs, no resid_mid)")
     if layer is None:
-        raise SiteError(f"hook {hook!r} needs a layer (0..{dims.n_layers - 1})", "layer")
-    if not 0 <= layer < dims.n_layers:
-        raise SiteError(f"layer {layer} is out of range: the model has {dims.n_layers} layers (0..{dims.n_layers - 1})", "layer")
+        raise SiteError(f"hook {hook!r} needs a layer (0..{sizes.n_layers - 1})", "layer")
+    if not 0 <= layer < sizes.n_layers:
+        raise SiteError(f"layer {layer} is out of range: the model has {sizes.n_layers} layers (0..{sizes.n_layers - 1})", "layer")
     if hook in _BLOCK:
         return Site(f"blocks.{layer}.hook_{hook}", layer, hook)
     if hook in _ATTN:
@@ -108,13 +104,6 @@ def resolve_site(hook: str, layer: int | None, dims: Dims) -> Site:
 def _full_names(layer: int) -> list[str]:
     return ([f"blocks.{layer}.hook_{h}" for h in sorted(_BLOCK)] + [f"blocks.{layer}.attn.hook_{h}" for h in sorted(_ATTN)]
             + [f"blocks.{layer}.mlp.hook_pre", f"blocks.{layer}.mlp.hook_post"])
-
-
-def agent_roles(architecture: str, mission_length: int, context: int) -> tuple[str, ...]:
-    """Role labels of an agent's positions: I0 .. I{m-1}, then R1 S1 A1 ... RK SK (no R for BC)."""
-    step = ["R", "S", "A"] if architecture == "decision_transformer" else ["S", "A"]
-    labels = [f"I{i}" for i in range(mission_length)] + [f"{r}{k}" for k in range(1, context + 1) for r in step]
-    return tuple(labels[:-1])  # the window ends at the current state: its action is what is predicted
 
 
 _ROLE_LETTER = {"state": "S", "action": "A", "rtg": "R"}
@@ -148,7 +137,7 @@ def position_indices(position: Any, length: int, roles: tuple[str, ...] | None =
         return None
     if position == "last":
         return [length - 1]
-    if hasattr(position, "token"):
+    if not isinstance(position, (int, list, tuple)):  # {token: state, timestep: -1}
         return [symbolic_index(position.token, position.timestep, roles)]
     wanted = [position] if isinstance(position, int) else list(position)
     bad = [p for p in wanted if not -length <= p < length]

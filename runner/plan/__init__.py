@@ -3,7 +3,13 @@
 Everything that can be known about a spec without running a model is checked
 here (layer, head and position in range, vector lengths, files present), so
 that ``runner validate`` and ``runner plan`` catch it before any work starts.
-No torch, no ray: this module must stay fast to import.
+Compiling writes nothing and generates no data: checks that need demonstrations
+not generated yet wait for ``Plan.check_deferred``, which ``runner run`` calls
+before any point runs. No torch, no ray: this module must stay fast to import.
+
+>>> plan = compile_plan("specs/tiny.yaml")
+>>> plan.dims, plan.shape, len(plan.points), len(plan.tasks)
+(['coefficient', 'layer'], (3, 2), 6, 6)
 """
 from __future__ import annotations
 
@@ -18,15 +24,17 @@ import numpy as np
 from pydantic import ValidationError
 
 from runner.errors import Problem, RunnerError
-from runner.checks import METRIC_DIMS, METRIC_VARIABLES, RESULT_VARIABLES, check_point
-from runner.spec import LoadedSpec, content_id, load_spec
-from runner.spec.check import problems_from
-from runner.spec.models import RunModel, Spec, TrainSpec
-from runner.spec.sweep import value_place
+from runner.ids import content_id
+from runner.plan.checks import DataAccess, check_point
+from runner.results.folder import RunFolder
+from runner.spec import LoadedSpec, Spec, TrainSpec, load_spec, point_identity
+from runner.spec.explain import problems_from
+from runner.spec.sweep import Axis, Member, value_place
 from runner.spec.yaml_loader import Located, dotted
 
-IDENTITY_EXCLUDES = {"execution", "description", "sweep"}
-TRAIN_DIMS = ("step", "episode", "loss", "success", "return", "episode_length", "random_success", "random_return")
+# What runner.train puts in a train run's result, and what every result holds: no sweep dim may take these names.
+TRAIN_NAMES = ("step", "episode", "loss", "success", "return", "episode_length", "random_success", "random_return")
+RESULT_VARIABLES = ("status", "error", "point_id")
 
 
 @dataclass(frozen=True)
@@ -66,6 +74,8 @@ class Plan:
     base_dir: Path
     tasks: list[Task] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    deferred: list[tuple[tuple[int, ...], Point]] = field(default_factory=list, repr=False)
+    axes: tuple[Axis, ...] = ()
 
     @property
     def spec(self) -> Spec:
@@ -80,6 +90,15 @@ class Plan:
             tasks.append(Task(content_id([[p.index, p.id] for p in chunk]), chunk, str(self.base_dir),
                               ex.cpus_per_task, ex.gpus_per_task))
         return tasks
+
+    def check_deferred(self) -> None:
+        """Run the checks that waited for demonstrations, generating them; RunnerError names the place."""
+        access = DataAccess(self.base_dir, only_cached=False)
+        problems = [_locate(self.loaded, self.axes, choice, path, message, point.coords)
+                    for choice, point in self.deferred for path, message in check_point(point.spec, access)]
+        if problems:
+            raise RunnerError(_unique(problems))
+        self.deferred = []
 
     def describe(self) -> str:
         """A human summary: dims and sizes, points, tasks, resources, output folder."""
@@ -100,34 +119,50 @@ class Plan:
 
 def compile_plan(spec: str | Path | LoadedSpec, *, out: str | Path | None = None,
                  base_dir: str | Path | None = None, require_runs: bool = True) -> Plan:
-    """Compile a spec (path or loaded) into a Plan; raise RunnerError on any problem.
+    """Compile a spec (path or loaded) into a Plan; raise RunnerError on any problem. Writes nothing.
 
-    >>> plan = compile_plan("specs/quickstart.yaml")      # doctest: +SKIP
-    >>> plan.dims, len(plan.points), len(plan.tasks)      # doctest: +SKIP
-    (['coefficient', 'layer'], 34, 5)
+    ``require_runs=False`` lets a spec over a train run that does not exist yet compile
+    (``runner validate`` on a fresh clone): its model-dependent checks wait for the run.
     """
     loaded = spec if isinstance(spec, LoadedSpec) else load_spec(spec)
     base = Path(base_dir or os.getcwd()).resolve()
     _check_dim_names(loaded)
     notes: list[str] = []
-    run_axes: list[Any] = []
+    run_axes: list[Axis] = []
     run_folders: list[Path] = []
-    if isinstance(getattr(loaded.spec, "model", None), RunModel):
-        run_folder = base / "results" / loaded.spec.model.run
-        if require_runs or (run_folder / "spec.yaml").is_file():
+    if loaded.spec.kind == "intervene" and loaded.spec.model.kind == "run":
+        train = RunFolder.named(loaded.spec.model.run, base)
+        if require_runs or train.spec_file.is_file():
             run_axes, run_folders = _run_axes(loaded, base)
         else:  # validate before training: the spec is checked, the model-dependent checks wait for the run
-            notes.append(f"train run {loaded.spec.model.run!r} does not exist yet ({run_folder}): "
+            notes.append(f"train run {loaded.spec.model.run!r} does not exist yet ({train.root}): "
                          "checks against its models happen once it does")
     axes = tuple(run_axes) + loaded.axes
-    run_shape = tuple(len(a) for a in run_axes)
-    shape = tuple(len(a) for a in axes)
+    access = DataAccess(base, only_cached=True)
+    points, deferred = _points(loaded, axes, len(run_axes), run_folders, access)
+    if deferred:
+        notes.append("demonstrations not generated yet: the checks that read them (contrast selections, swapped "
+                     "words, patch sources) run when `runner run` has generated them, before any point runs")
+    ppt = loaded.spec.execution.points_per_task
+    if ppt == "auto":  # a train point is a whole training run: one per task
+        ppt = 1 if isinstance(loaded.spec, TrainSpec) else max(1, min(32, math.ceil(len(points) / 8)))
+    out_dir = Path(out).resolve() if out else RunFolder.named(loaded.spec.name, base).root
     coords = {m.name: (a.dim, list(m.values)) for a in axes for m in a.members}
-    points, problems = [], []
+    plan = Plan(loaded, loaded.run_id, [a.dim for a in axes], tuple(len(a) for a in axes), coords, points, ppt,
+                out_dir, base, notes=notes, deferred=deferred, axes=axes)
+    plan.tasks = plan.chunk(points)
+    return plan
+
+
+def _points(loaded: LoadedSpec, axes: tuple[Axis, ...], n_run_axes: int, run_folders: list[Path],
+            access: DataAccess) -> tuple[list[Point], list[tuple[tuple[int, ...], Point]]]:
+    """Every grid point, checked; and those whose checks wait for data not generated yet."""
+    shape = tuple(len(a) for a in axes)
+    points, deferred, problems = [], [], []
     for index, choice in enumerate(itertools.product(*(range(n) for n in shape))):
         assignments = {m.path: m.values[i] for a, i in zip(axes, choice) for m in a.members if m.path}
         if run_folders:
-            train_index = int(np.ravel_multi_index(choice[: len(run_axes)], run_shape)) if run_axes else 0
+            train_index = int(np.ravel_multi_index(choice[:n_run_axes], shape[:n_run_axes])) if n_run_axes else 0
             assignments[("model",)] = {"checkpoint": str(run_folders[train_index])}
         point_coords = {m.name: m.values[i] for a, i in zip(axes, choice) for m in a.members}
         try:
@@ -135,54 +170,30 @@ def compile_plan(spec: str | Path | LoadedSpec, *, out: str | Path | None = None
         except ValidationError as exc:  # a combination of valid values that is invalid as a whole
             problems += [_at_point(p, point_coords) for p in problems_from(exc, loaded.located, loaded.cls)]
             continue
-        for path, message in check_point(point_spec, base):
+        missed = access.missed
+        for path, message in check_point(point_spec, access):
             problems.append(_locate(loaded, axes, choice, path, message, point_coords))
-        # defaults left out: a field added to the schema later keeps old runs resumable, and writing a
-        # default explicitly is the same computation as leaving it out
-        identity = point_spec.model_dump(mode="json", exclude=IDENTITY_EXCLUDES, exclude_defaults=True)
         seed = int(content_id([point_spec.seed, point_coords], 8), 16)
-        points.append(Point(index, point_coords, point_spec, content_id(identity), seed))
+        point = Point(index, point_coords, point_spec, point_identity(point_spec), seed)
+        points.append(point)
+        if access.missed != missed:
+            deferred.append((choice, point))
     if problems:
         raise RunnerError(_unique(problems))
-    run_id = run_id_of(loaded)
-    ppt = loaded.spec.execution.points_per_task
-    if ppt == "auto":  # a train point is a whole training run: one per task
-        ppt = 1 if isinstance(loaded.spec, TrainSpec) else max(1, min(32, math.ceil(len(points) / 8)))
-    out_dir = Path(out).resolve() if out else base / "results" / loaded.spec.name
-    plan = Plan(loaded, run_id, [a.dim for a in axes], shape, coords, points, ppt, out_dir, base, notes=notes)
-    plan.tasks = plan.chunk(points)
-    return plan
+    return points, deferred
 
 
-def point_folder(point: Point, default: str = "model") -> str:
-    """A file name for a point's artifacts from its coordinates: ``n_layers=2,seed=0`` (``model`` without a sweep).
-
-    Scalars are written as they are; lists and mappings (a swept vector source, say) by a short content id.
-    """
-    if not point.coords:
-        return default
-
-    def text(value: Any) -> str:
-        plain = isinstance(value, (bool, int, float, str)) and len(str(value)) <= 40
-        return str(value) if plain else content_id(value, 8)
-
-    name = ",".join(f"{k}={text(v)}" for k, v in point.coords.items())
-    return "".join(c if c.isalnum() or c in "=,.-_+" else "_" for c in name)
-
-
-def _run_axes(loaded: LoadedSpec, base: Path) -> tuple[list[Any], list[Path]]:
+def _run_axes(loaded: LoadedSpec, base: Path) -> tuple[list[Axis], list[Path]]:
     """The train run's grid as axes of this spec, and the model folder of each of its points."""
-    from runner.spec.sweep import Axis, Member
-
     run = loaded.spec.model.run
-    folder = base / "results" / run
-    if not (folder / "spec.yaml").is_file():
-        raise RunnerError(loaded.located.problem(("model", "run"), f"no train run {run!r}: {folder / 'spec.yaml'} does not exist"),
-                          hint=f"Run its train spec first (runner run SPEC writes results/{run}/).")
-    train = compile_plan(folder / "spec.yaml", out=folder, base_dir=base)
+    folder = RunFolder.named(run, base)
+    if not folder.spec_file.is_file():
+        raise RunnerError(loaded.located.problem(("model", "run"), f"no train run {run!r}: {folder.spec_file} does not exist"),
+                          hint=f"Run its train spec first (runner run SPEC writes {folder.root}/).")
+    train = compile_plan(folder.spec_file, out=folder.root, base_dir=base)
     if not isinstance(train.spec, TrainSpec):
-        raise RunnerError(loaded.located.problem(("model", "run"), f"results/{run} is not a train run (kind {train.spec.kind})"))
-    folders = [folder / "models" / point_folder(p) for p in train.points]
+        raise RunnerError(loaded.located.problem(("model", "run"), f"{folder.root} is not a train run (kind {train.spec.kind})"))
+    folders = [folder.model_dir(p.coords) for p in train.points]
     missing = [f for f in folders if not (f / "model.safetensors").is_file()]
     if missing:
         raise RunnerError(loaded.located.problem(
@@ -202,10 +213,10 @@ def _run_axes(loaded: LoadedSpec, base: Path) -> tuple[list[Any], list[Path]]:
 def _check_dim_names(loaded: LoadedSpec) -> None:
     """A sweep dim may not share its name with a dim or variable of the result."""
     metrics = getattr(loaded.spec, "metrics", [])
-    taken = {d: f"a dim of metric {m.kind!r}" for m in metrics for d in METRIC_DIMS[m.kind]}
-    taken |= {v: f"a variable of metric {m.kind!r}" for m in metrics for v in METRIC_VARIABLES[m.kind]}
+    taken = {d: f"a dim of metric {m.kind!r}" for m in metrics for d in m.dim_names()}
+    taken |= {v: f"a variable of metric {m.kind!r}" for m in metrics for v in m.variables}
     if isinstance(loaded.spec, TrainSpec):
-        taken |= {d: "a dim of train results" for d in TRAIN_DIMS}
+        taken |= {d: "a dim or variable of train results" for d in TRAIN_NAMES}
     taken |= {v: "a variable of every result" for v in RESULT_VARIABLES}
     for axis in loaded.axes:
         for member in axis.members:
@@ -244,10 +255,3 @@ def _locate(loaded: LoadedSpec, axes: Any, choice: tuple[int, ...], path: tuple,
                 return Problem(f"sweep value {member.values[i]!r} for {member.key!r}: {message}",
                                located.file, line, col, dotted(place))
     return _at_point(located.problem(path, message), coords)
-
-
-def run_id_of(loaded: LoadedSpec) -> str:
-    """The content id of a run: its spec less what cannot change the numbers (sweep order included)."""
-    identity = loaded.spec.model_dump(mode="json", exclude=IDENTITY_EXCLUDES, exclude_defaults=True)
-    identity["sweep"] = [[key, axis] for key, axis in loaded.spec.sweep.items()]  # order names the dims
-    return content_id(identity)

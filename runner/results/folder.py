@@ -1,4 +1,14 @@
-"""The run folder: spec.yaml, shards/<task>.nc, and the atomically written result.nc.
+"""The layout of ``results/``, in one place: run folders, their files, and the data cache.
+
+::
+
+    results/<name>/
+      spec.yaml            the spec exactly as run
+      shards/<task>.nc     one per finished task; a rerun skips the points they hold
+      result.nc            the merged dataset
+      models/<point>/      train specs: model.safetensors + config.json per grid point
+      vectors/<point>.npy  steer specs: the vector each point added
+    results/.cache/trajectories/<key>.npz   generated demonstrations
 
 The driver is the only writer. Every file lands by rename from a temporary
 name, so a killed run leaves whole shards or none, never half of one.
@@ -16,26 +26,75 @@ from typing import Any, Iterator
 import numpy as np
 
 from runner.errors import RunnerError
-from runner.plan import Plan, run_id_of
+from runner.ids import content_id
 from runner.spec import parse_spec
+
+RESULTS, MODELS, VECTORS = "results", "models", "vectors"
+
+
+def results_root(base_dir: str | Path) -> Path:
+    """Where run folders live: ``results/`` under the project root."""
+    return Path(base_dir) / RESULTS
+
+
+def trajectory_cache(base_dir: str | Path) -> Path:
+    """Where generated demonstrations are cached: ``results/.cache/trajectories``."""
+    return results_root(base_dir) / ".cache" / "trajectories"
+
+
+def point_name(coords: dict[str, Any], default: str = "model") -> str:
+    """A file name for a point's artifacts from its coordinates: ``n_layers=2,seed=0`` (``default`` without a sweep).
+
+    Scalars are written as they are; lists and mappings (a swept vector source, say) by a short content id.
+    """
+    if not coords:
+        return default
+
+    def text(value: Any) -> str:
+        plain = isinstance(value, (bool, int, float, str)) and len(str(value)) <= 40
+        return str(value) if plain else content_id(value, 8)
+
+    name = ",".join(f"{k}={text(v)}" for k, v in coords.items())
+    return "".join(c if c.isalnum() or c in "=,.-_+" else "_" for c in name)
+
+
+def model_file(coords: dict[str, Any], name: str) -> str:
+    """A file of the model a train point made, relative to its run folder (what a task returns)."""
+    return f"{MODELS}/{point_name(coords)}/{name}"
+
+
+def vector_file(coords: dict[str, Any]) -> str:
+    """The steering vector a point added, relative to its run folder."""
+    return f"{VECTORS}/{point_name(coords, default='vector')}.npy"
 
 
 class RunFolder:
-    """``results/<name>/`` of one run."""
+    """``results/<name>/`` of one run: the only place that knows its layout."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: str | Path):
         self.root = Path(root)
         self.spec_file = self.root / "spec.yaml"
         self.shard_dir = self.root / "shards"
         self.result_file = self.root / "result.nc"
+        self.models_dir = self.root / MODELS
+        self.vectors_dir = self.root / VECTORS
 
-    def prepare(self, plan: Plan, fresh: bool = False) -> None:
+    @classmethod
+    def named(cls, name: str, base_dir: str | Path) -> RunFolder:
+        """The folder of run ``name`` under the project's ``results/``."""
+        return cls(results_root(base_dir) / name)
+
+    def model_dir(self, coords: dict[str, Any]) -> Path:
+        """Where the model a train point made lives."""
+        return (self.root / model_file(coords, "x")).parent
+
+    def prepare(self, plan: Any, fresh: bool = False) -> None:
         """Create the folder for ``plan``; refuse to mix a different spec into it unless ``fresh``."""
         if self.root.exists() and not self.root.is_dir():
             raise RunnerError(f"the run folder {self.root} exists and is not a folder",
                               hint="Give --out a folder path (it is created if missing).")
         if fresh:
-            for path in (self.shard_dir, self.root / "models", self.result_file, self.spec_file):
+            for path in (self.shard_dir, self.models_dir, self.vectors_dir, self.result_file, self.spec_file):
                 if path.is_dir():
                     shutil.rmtree(path)
                 elif path.exists():
@@ -85,7 +144,7 @@ class RunFolder:
 
 def _previous_run_id(spec_file: Path) -> str:
     try:
-        return run_id_of(parse_spec(spec_file.read_text(), str(spec_file)))
+        return parse_spec(spec_file.read_text(), str(spec_file)).run_id
     except RunnerError:
         return "(unreadable spec.yaml)"
 

@@ -1,0 +1,81 @@
+"""Run a Plan: pick an executor, skip finished points, write shards, merge the result.
+
+>>> from runner.plan import compile_plan
+>>> outcome = execute(compile_plan("specs/tiny.yaml"), log=lambda message: None)
+>>> outcome.dataset.logits.dims, outcome.failed
+(('coefficient', 'layer', 'sample', 'vocab'), [])
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from runner.errors import RunnerError
+from runner.execute.progress import Progress
+from runner.plan import Plan, Point
+from runner.results.folder import RunFolder, write_netcdf
+
+
+@dataclass
+class Outcome:
+    """What a run produced: the merged dataset, where it is, and the points that failed."""
+
+    dataset: Any
+    folder: RunFolder
+    failed: list[tuple[Point, str]]
+
+
+def make_executor(kind: str, plan: Plan, address: str | None) -> Any:
+    """The executor named ``kind`` (local or ray), not yet entered."""
+    if kind == "local":
+        from runner.execute.local import LocalExecutor
+
+        return LocalExecutor(plan.spec.execution)
+    if kind == "ray":
+        from runner.execute.ray_executor import RayExecutor
+
+        return RayExecutor(plan.spec.execution, address)
+    raise RunnerError(f"unknown executor {kind!r}: expected local or ray")
+
+
+def execute(plan: Plan, *, executor: str | None = None, address: str | None = None,
+            fresh: bool = False, log=None) -> Outcome:
+    """Run the plan's unfinished points and write ``result.nc``; finished shards are kept and reused.
+
+    The checks that waited for demonstrations run first (generating them); then the
+    executor checks its resources; only then is anything written in the run folder.
+    """
+    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    kind = executor or plan.spec.execution.executor
+    address = address or plan.spec.execution.address
+    folder = RunFolder(plan.out_dir)
+    plan.check_deferred()
+    with make_executor(kind, plan, address) as ex:  # resources are checked here, before anything is written
+        folder.prepare(plan, fresh=fresh)
+        status = folder.point_status()
+        remaining = [p for p in plan.points if status.get(p.id) != "ok"]
+        resumed = len(plan.points) - len(remaining)
+        tasks = plan.chunk(remaining)
+        if resumed:
+            log(f"resuming {folder.root}: {resumed} of {len(plan.points)} points already done")
+        log(f"running {plural(len(remaining), 'point')} in {plural(len(tasks), 'task')} on {ex.describe()}")
+        progress = Progress(len(remaining))
+        for task, result in ex.map(tasks):
+            folder.write_files(result.files)  # before the shard: a finished shard implies its files exist
+            folder.write_shard(task.id, result.dataset)
+            progress.update(len(task.points), int((result.dataset["status"].values != "ok").sum()))
+    from runner.results.merge import merge
+
+    dataset = merge(folder.shards(), plan, kind)
+    write_netcdf(dataset, folder.result_file)
+    by_index = {p.index: p for p in plan.points}
+    flat_status = dataset["status"].values.reshape(-1)
+    flat_error = dataset["error"].values.reshape(-1)
+    failed = [(by_index[i], str(flat_error[i])) for i in range(len(plan.points)) if flat_status[i] != "ok"]
+    return Outcome(dataset, folder, failed)
+
+
+def plural(n: int, noun: str) -> str:
+    """``1 point``, ``2 points``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"

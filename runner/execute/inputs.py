@@ -1,0 +1,97 @@
+"""Spec sources -> what a task computes with: models (built or loaded once per process), token ids, agent windows."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from runner.ids import content_id
+from runner.plan.facts import trajectories
+from runner.spec import resolve_path
+
+_MODELS: dict[tuple, Any] = {}
+
+
+def load_model(source: Any, base_dir: str | Path = ".", device: str = "cpu") -> Any:
+    """The model a spec's model source names, cached for the life of the process (a Ray worker's too).
+
+    A transformer config builds a TransformerBridge (same init_seed, same weights); a
+    checkpoint loads an agent (again when its weights file changes). Models are built
+    outside inference mode, so that the cached model also serves code that needs gradients.
+    """
+    with torch.inference_mode(False):
+        return _load_model(source, base_dir, device)
+
+
+def _load_model(source: Any, base_dir: str | Path, device: str) -> Any:
+    if source.kind == "transformer":
+        key = (content_id(source.model_dump(mode="json")), device)
+        if key not in _MODELS:
+            from runner.models.transformer import boot_native_body
+
+            _MODELS[key] = boot_native_body(**source.transformer.model_dump(), device=device).eval()
+        return _MODELS[key]
+    if source.kind == "checkpoint":
+        from runner.models.checkpoint import WEIGHTS, load_agent
+
+        folder = resolve_path(source.checkpoint, base_dir)
+        weights = folder / WEIGHTS
+        key = (str(folder.resolve()), weights.stat().st_mtime_ns if weights.exists() else 0, device)
+        if key not in _MODELS:
+            _MODELS[key] = load_agent(folder, device)
+        return _MODELS[key]
+    raise ValueError(f"a {source.kind} model source names several models; load one of its checkpoints")
+
+
+def make_tokens(data: Any, d_vocab: int, default_seed: int, device: str = "cpu") -> torch.Tensor:
+    """Token ids [batch, length] for a tokens or random_tokens source (numpy-seeded, so portable)."""
+    if data.kind == "tokens":
+        array = np.asarray(data.tokens, dtype=np.int64)
+    else:
+        opts = data.random_tokens
+        rng = np.random.default_rng(default_seed if opts.seed is None else opts.seed)
+        array = rng.integers(0, d_vocab, size=(opts.batch, opts.length), dtype=np.int64)
+    return torch.from_numpy(array).to(device)
+
+
+def make_inputs(data: Any, model: Any, base_dir: str | Path, default_seed: int, device: str = "cpu",
+                base_data: Any = None) -> Any:
+    """What ``model`` reads for a data source: token ids, or one agent window ending at every step.
+
+    ``same: {...}`` sources change ``base_data`` (the spec's own data): its RTG target,
+    a mission word, or one cell of every observation.
+    """
+    if data.kind == "same":
+        return _agent_inputs(base_data, model, base_dir, default_seed, device, data.same)
+    if data.agent_data:
+        return _agent_inputs(data, model, base_dir, default_seed, device)
+    return make_tokens(data, model.cfg.d_vocab, default_seed, device)
+
+
+def _agent_inputs(data: Any, model: Any, base_dir: str | Path, default_seed: int, device: str,
+                  same: Any = None) -> Any:
+    from runner.models.windows import windows
+
+    traj = trajectories(data, base_dir, default_seed)
+    target = data.target_return
+    if same is not None:
+        cell = same.edit_cell.model_dump(exclude_none=True) if same.edit_cell else None
+        traj = traj.changed(swap_word=same.swap_word, cell=cell)
+        target = same.target_return if same.target_return is not None else target
+    return windows(traj, np.arange(traj.n_steps), model.config, target_return=target).to(device)
+
+
+def batch_size(inputs: Any) -> int:
+    """Samples in a batch of inputs of either kind."""
+    return inputs.shape[0] if isinstance(inputs, torch.Tensor) else len(inputs)
+
+
+def stack(batches: list[Any]) -> Any:
+    """Batches of inputs of either kind stacked along the sample dim."""
+    if isinstance(batches[0], torch.Tensor):
+        return torch.cat(batches)
+    from runner.models.agent import AgentInputs
+
+    return AgentInputs.cat(batches)

@@ -1,0 +1,272 @@
+"""The measure task: a chunk of grid points of an intervene spec -> their records, in few forward passes.
+
+It reads in order: load the model -> clean pass -> edits -> folded passes ->
+metrics -> closed loop -> records. Points that share a model, a seed and data
+(up to the target return a decision transformer is conditioned on) form a group.
+Each distinct input of a group (a *variant*: one per target return of an RTG
+scan) runs its clean pass once, the variants stacked into few passes. Each
+point's edit applies to its own rows of a folded batch, and a folded pass starts
+at the first edited block from the cached clean residual of each point's
+variant: earlier blocks never run again. A point that raises is recorded as
+failed with its message; the others still finish.
+"""
+from __future__ import annotations
+
+import io
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from runner import interventions, metrics
+from runner.envs.actions import ACTIONS
+from runner.execute.inputs import batch_size, load_model, make_inputs, stack
+from runner.execute.records import Record, Records
+from runner.ids import content_id
+from runner.models.sizes import ModelSizes
+from runner.models.transformer import run_from
+from runner.plan.facts import model_sizes, trajectories
+from runner.results.folder import vector_file
+from runner.spec import resolve_path
+
+# Tokens (rows x positions) in one folded forward pass. Larger passes were measured slower on CPU
+# (activations no longer fit in cache: an RTG scan of 35k windows x 12 tokens in one pass ran 3x
+# slower than 21 passes of 1.7k windows), smaller ones pay per-pass overhead.
+MAX_TOKENS = 32768
+
+
+@dataclass
+class Variant:
+    """One input of a group and its clean pass: last-position logits and activations at the group's sites."""
+
+    data: Any
+    inputs: Any
+    logits: torch.Tensor | None = None
+    cache: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class Group:
+    """What the points of a group share: the model, the spec's seed, the sites they read, the variants."""
+
+    model: Any
+    sizes: ModelSizes
+    base_dir: str
+    device: str
+    seed: int
+    sites: set[str]
+    readouts: set[str]
+    variants: dict[str, Variant]
+    _other: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+
+    @property
+    def length(self) -> int:
+        inputs = next(iter(self.variants.values())).inputs
+        return inputs.shape[1] if isinstance(inputs, torch.Tensor) else self.sizes.n_ctx
+
+    def other_run(self, data: Any, variant: Variant, site: str | None) -> torch.Tensor:
+        """Last-position logits (site None) or the activation at ``site`` of another input, cached per task."""
+        key = content_id([data.model_dump(mode="json"), site, variant.data.model_dump(mode="json")
+                          if data.kind == "same" else None])
+        if key not in self._other:
+            inputs = make_inputs(data, self.model, self.base_dir, self.seed, self.device, variant.data)
+            if site is None:
+                self._other[key] = self.model(inputs)[:, -1]
+            else:
+                self._other[key] = self.model.run_with_cache(inputs, names_filter=lambda n: n == site)[1][site]
+        return self._other[key]
+
+
+class Context:
+    """What an intervention builder may ask for (see ``runner.interventions``): one variant of a group."""
+
+    def __init__(self, group: Group, variant: Variant):
+        self.group, self.variant = group, variant
+        self.sizes, self.length, self.device, self.seed, self.model = (group.sizes, group.length, group.device,
+                                                                       group.seed, group.model)
+
+    def resolve(self, path: str) -> Path:
+        return resolve_path(path, self.group.base_dir)
+
+    def clean_activation(self, site: str) -> torch.Tensor:
+        return self.variant.cache[site]
+
+    def activation_of(self, data: Any, site: str) -> torch.Tensor:
+        return self.group.other_run(data, self.variant, site)
+
+    def trajectories(self) -> Any:
+        return trajectories(self.variant.data, self.group.base_dir, self.group.seed)
+
+
+def measure_points(points: tuple[Any, ...], base_dir: str, device: str, records: Records,
+                   files: dict[str, bytes]) -> None:
+    """Measure every point into ``records``; steering vectors go into ``files``."""
+    with torch.inference_mode():
+        for members in _groups(points):
+            try:
+                group = _start(members, base_dir, device)
+            except Exception:  # the group cannot start: every point in it fails with the same message
+                for p in members:
+                    records.fail(p)
+                continue
+            _measure_group(group, members, records, files)
+
+
+def _groups(points: tuple[Any, ...]) -> list[list[Any]]:
+    """Points that share a model, a seed and data up to the target return, in order."""
+    groups: dict[str, list[Any]] = defaultdict(list)
+    for p in points:
+        data = p.spec.data.model_dump(mode="json")
+        data.get("trajectories", {}).pop("target_return", None)
+        groups[content_id([p.spec.model.model_dump(mode="json"), data, p.spec.seed])].append(p)
+    return list(groups.values())
+
+
+def _variant_key(point: Any) -> str:
+    return content_id(point.spec.data.model_dump(mode="json"))
+
+
+def _start(points: list[Any], base_dir: str, device: str) -> Group:
+    """Load the group's model and inputs and run the clean pass of every variant."""
+    spec = points[0].spec
+    model = load_model(spec.model, base_dir, device)
+    sizes = model_sizes(spec.model, base_dir)
+    ivs = [p.spec.intervention for p in points if p.spec.intervention is not None]
+    sites = {interventions.site_of(iv, sizes) for iv in ivs}
+    readouts = metrics.reads([m for p in points for m in p.spec.metrics], sizes.n_layers)
+    names = {s.name for s in sites} | {f"blocks.{s.layer}.hook_resid_pre" for s in sites if s.layer is not None}
+    variants: dict[str, Variant] = {}
+    for p in points:
+        if _variant_key(p) not in variants:
+            inputs = make_inputs(p.spec.data, model, base_dir, spec.seed, device)
+            variants[_variant_key(p)] = Variant(p.spec.data, inputs)
+    group = Group(model, sizes, base_dir, device, spec.seed, names | readouts, readouts, variants)
+    _clean_passes(group)
+    return group
+
+
+def _clean_passes(group: Group) -> None:
+    """Each variant's unintervened last-position logits and activations, the variants stacked into few passes."""
+    todo = list(group.variants.values())
+    per_pass = max(1, MAX_TOKENS // (batch_size(todo[0].inputs) * group.length))
+    for start in range(0, len(todo), per_pass):
+        chunk = todo[start:start + per_pass]
+        logits, cache = group.model.run_with_cache(stack([v.inputs for v in chunk]),
+                                                   names_filter=lambda n: n in group.sites)
+        rows = 0
+        for v in chunk:
+            n = batch_size(v.inputs)
+            v.logits = logits[rows:rows + n, -1]
+            v.cache = {name: a[rows:rows + n] for name, a in cache.items()}
+            rows += n
+
+
+def _measure_group(group: Group, points: list[Any], records: Records, files: dict[str, bytes]) -> None:
+    prepared = []
+    for p in points:
+        variant = group.variants[_variant_key(p)]
+        try:
+            edit = interventions.prepare(p.spec.intervention, Context(group, variant))
+        except Exception:
+            records.fail(p)
+            continue
+        prepared.append((p, variant, edit))
+        if p.spec.intervention is not None and p.spec.intervention.kind == "steer":
+            files[vector_file(p.coords)] = _npy_bytes(edit.offset.cpu().numpy())
+    for (p, variant, edit), logits, seen in _forward(group, prepared, records):
+        try:
+            patch = p.spec.intervention if any(m.kind == "restored_fraction" for m in p.spec.metrics) else None
+            source = group.other_run(patch.source, variant, None) if patch is not None else None
+            reading = metrics.Reading(variant.logits, logits, source, seen, group.model, group.sizes.agent)
+            result = metrics.measure(p.spec.metrics, reading)
+            loop = metrics.Loop(group.model, [interventions.hook(edit)] if edit else [], p.spec.data.target_return,
+                                group.device)
+            result |= metrics.play(p.spec.metrics, loop)
+            records.ok(p, _record(result, group.sizes, p.spec.metrics))
+        except Exception:
+            records.fail(p)
+
+
+def _forward(group: Group, prepared: list, records: Records) -> Iterator[tuple[tuple, torch.Tensor, dict]]:
+    """Yield (prepared point, last-position logits, readouts), folding edited points into few passes."""
+    by_start: dict[int | None, list] = defaultdict(list)
+    for item in prepared:
+        _, variant, edit = item
+        if edit is None:
+            yield item, variant.logits, _last(variant.cache, group.readouts)
+        else:
+            by_start[edit.layer].append(item)
+    per_pass = max(1, MAX_TOKENS // (batch_size(prepared[0][1].inputs) * group.length)) if prepared else 1
+    for chunk in (items[i:i + per_pass] for items in by_start.values() for i in range(0, len(items), per_pass)):
+        try:
+            outs = _folded_pass(group, chunk)
+        except Exception:  # find the point that breaks the fold by running each alone
+            outs = []
+            for item in chunk:
+                try:
+                    outs.append(_folded_pass(group, [item])[0])
+                except Exception:
+                    records.fail(item[0])
+                    outs.append(None)
+        for item, out in zip(chunk, outs):
+            if out is not None:
+                logits, seen = out
+                yield item, logits, _last(item[1].cache, group.readouts) | seen  # blocks a pass skipped read as clean
+
+
+def _folded_pass(group: Group, chunk: list) -> list[tuple[torch.Tensor, dict]]:
+    """Last-position logits and readouts of each point in ``chunk``, from one forward over their stacked rows."""
+    rows, start = [], 0
+    for _, variant, _ in chunk:
+        rows.append(slice(start, start + batch_size(variant.inputs)))
+        start += batch_size(variant.inputs)
+    by_site: dict[str, list] = defaultdict(list)
+    for r, (_, _, edit) in zip(rows, chunk):
+        by_site[edit.site].append((r, edit))
+
+    def edit_rows(edits: list):
+        def hook(x: torch.Tensor, hook: Any) -> torch.Tensor:
+            x = x.clone()
+            for r, edit in edits:
+                x[r] = interventions.apply(edit, x[r])
+            return x
+        return hook
+
+    captured: dict[str, torch.Tensor] = {}
+    hooks = [(site, edit_rows(edits)) for site, edits in by_site.items()]
+    hooks += [(name, lambda x, hook, name=name: captured.__setitem__(name, metrics.last_position(name, x)))
+              for name in sorted(group.readouts)]
+    layer = chunk[0][2].layer
+    if layer is None:  # an edit before the blocks (embeddings): run from the inputs
+        logits = group.model.run_with_hooks(stack([v.inputs for _, v, _ in chunk]), fwd_hooks=hooks)[:, -1]
+    else:
+        resid = torch.cat([v.cache[f"blocks.{layer}.hook_resid_pre"] for _, v, _ in chunk])
+        with group.model.hooks(fwd_hooks=hooks):
+            logits = run_from(group.model, resid, layer, slice(-1, None))[:, -1]
+    return [(logits[r], {name: value[r] for name, value in captured.items()}) for r in rows]
+
+
+def _last(cache: dict[str, torch.Tensor], names: set[str]) -> dict[str, torch.Tensor]:
+    return {n: metrics.last_position(n, a) for n, a in cache.items() if n in names}
+
+
+def _record(result: metrics.Result, sizes: ModelSizes, point_metrics: list) -> Record:
+    """A point's metric arrays with the labels of their dims: actions by name, agent positions by role."""
+    labels: dict[str, Any] = {"action": ACTIONS, "position": sizes.roles}
+    for m in point_metrics:
+        labels |= m.labels()
+    coords = {}
+    for dims, values, _ in result.values():
+        for dim, size in zip(dims, values.shape):
+            named = labels.get(dim)
+            coords[dim] = np.array(named, dtype=object) if named else np.arange(size)
+    return Record(result, coords)
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()

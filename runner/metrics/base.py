@@ -1,0 +1,232 @@
+"""What a metric is: a pydantic model that declares what it produces, and one function that computes it.
+
+The model holds the metric's options (what a spec may write under it) and
+declares, once, the variables it produces with their dims. Everything else is
+derived from that declaration: the spec language's ``metrics:`` entries, the
+plan-time checks (which models it measures, dim names a sweep may not take),
+the schema's descriptions and the result's dims, attrs and coordinate labels.
+
+A metric that reads one forward pass is a function ``(metric, Reading) ->
+{variable: array}``; a closed-loop metric (``closed_loop = True``) plays
+episodes instead and is a function ``(metric, Loop) -> {variable: array}``.
+Arrays have the declared dims in order; ``vocab`` means the model's output
+space and is named ``action`` on agents.
+
+No torch at import: ``runner validate`` reads these declarations.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Iterator, Literal, NamedTuple
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+SAMPLE_DIMS = ("sample", "episode")   # what reduce: mean averages over
+FAMILIES = ("tokens", "agents")       # token models and gridworld agents
+
+
+class Variable(NamedTuple):
+    """A variable a metric produces: its dims (before any reduce) and its netCDF attrs."""
+
+    dims: tuple[str, ...]
+    long_name: str | None = None
+    units: str | None = None
+
+    def attrs(self) -> dict[str, str]:
+        return {k: v for k, v in (("long_name", self.long_name), ("units", self.units)) if v is not None}
+
+
+class Metric(BaseModel):
+    """Options shared by every metric, and the declarations each one makes."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    kind: str
+    reduce: Literal["none", "mean"] = Field("none", description="mean: average over samples (episodes for rollout).")
+
+    variables: ClassVar[dict[str, Variable]] = {}          # what it produces
+    families: ClassVar[tuple[str, ...]] = FAMILIES          # which models it measures
+    closed_loop: ClassVar[bool] = False                     # plays episodes instead of reading a forward pass
+    reduces_itself: ClassVar[bool] = False                  # its function applies reduce: mean itself
+
+    def dims(self, name: str, agent: bool) -> tuple[str, ...]:
+        """The dims of one of its variables in a result, after ``reduce``."""
+        dims = tuple("action" if agent and d == "vocab" else d for d in self.variables[name].dims)
+        return tuple(d for d in dims if d not in SAMPLE_DIMS) if self.reduce == "mean" else dims
+
+    def dim_names(self) -> set[str]:
+        """Every dim it may produce, on either kind of model (a sweep dim may not take these names)."""
+        dims = {d for v in self.variables.values() for d in v.dims}
+        return dims | {"action"} if "vocab" in dims else dims
+
+    def attrs(self, name: str) -> dict[str, str]:
+        """The netCDF attrs of one of its variables."""
+        attrs = self.variables[name].attrs()
+        if self.reduce == "mean" and any(d in SAMPLE_DIMS for d in self.variables[name].dims):
+            attrs["cell_methods"] = "sample: mean"
+        return attrs
+
+    def labels(self) -> dict[str, list[str]]:
+        """Coordinate labels of dims of its own (the common ones, action and position, are labelled for it)."""
+        return {}
+
+    def reads(self, n_layers: int) -> set[str]:
+        """Hook names whose activations at the last position it reads from the intervened run."""
+        return set()
+
+    def problems(self, sizes: Any, intervention: Any) -> Iterator[str]:
+        """What is wrong with it for a model of ``sizes`` under ``intervention`` (beyond the family check)."""
+        return iter(())
+
+
+@dataclass
+class Reading:
+    """What a point's forward-pass metrics read: last-position logits, each [sample, vocab or action]."""
+
+    clean: Any                          # the unintervened run
+    out: Any                            # the intervened run
+    source: Any = None                  # the patch source run (restored_fraction)
+    readouts: dict[str, Any] | None = None  # intervened activations at the last position (see Metric.reads)
+    model: Any = None
+    agent: bool = False
+
+
+@dataclass
+class Loop:
+    """What a closed-loop metric needs to play episodes: the agent, the point's hooks, its target return."""
+
+    agent: Any
+    hooks: list
+    target_return: float | None
+    device: str
+
+
+@dataclass(frozen=True)
+class Registered:
+    model: type[Metric]
+    compute: Callable[..., dict[str, Any]]
+
+
+class Registry(dict):
+    """kind -> Registered, with a version that changes whenever a metric is added."""
+
+    version = 0
+
+    def add(self, model: type[Metric], compute: Callable[..., dict[str, Any]]) -> None:
+        self[_kind_of(model)] = Registered(model, compute)
+        self.version += 1
+
+    def remove(self, kind: str) -> None:
+        del self[kind]
+        self.version += 1
+
+
+REGISTRY = Registry()
+
+
+def register(model: type[Metric]) -> Callable[[Callable], Callable]:
+    """Register ``model`` and the decorated function as one metric; the spec language learns it at once.
+
+    >>> from typing import Literal
+    >>> class LastLogit(Metric):
+    ...     '''The largest logit at the last position.'''
+    ...     kind: Literal["last_logit"]
+    ...     variables = {"last_logit": Variable(("sample",), "largest logit at the last position")}
+    >>> @register(LastLogit)
+    ... def last_logit(metric, r):
+    ...     return {"last_logit": r.out.max(dim=-1).values}
+    >>> "last_logit" in REGISTRY
+    True
+    >>> REGISTRY.remove("last_logit")
+    """
+    def decorate(compute: Callable) -> Callable:
+        model.__doc__ = _describe(model)
+        REGISTRY.add(model, compute)
+        return compute
+    return decorate
+
+
+def _kind_of(model: type[Metric]) -> str:
+    (kind,) = model.model_fields["kind"].annotation.__args__
+    return kind
+
+
+def _describe(model: type[Metric]) -> str:
+    """The model's docstring, then what it produces (``runner schema`` shows it)."""
+    doc = " ".join((model.__doc__ or "").split())
+    produces = "; ".join(f"{name} ({', '.join(v.dims) or 'scalar'})" for name, v in model.variables.items())
+    return f"{doc} Produces: {produces}." if "Produces:" not in doc else doc
+
+
+def kinds_for(agent: bool) -> list[str]:
+    """The metrics that measure agents (or token models)."""
+    family = "agents" if agent else "tokens"
+    return [kind for kind, r in REGISTRY.items() if family in r.model.families]
+
+
+def family_problem(metric: Metric, agent: bool) -> str | None:
+    """Why ``metric`` cannot measure this kind of model, or None."""
+    family = "agents" if agent else "tokens"
+    if family in metric.families:
+        return None
+    if agent:
+        return f"metric {metric.kind!r} measures token models; an agent has {', '.join(kinds_for(True))}"
+    return f"metric {metric.kind!r} measures agents; a token model has {', '.join(kinds_for(False))}"
+
+
+def reads(metrics: list[Metric], n_layers: int) -> set[str]:
+    """Hook names whose intervened activations (last position) the metrics read."""
+    return set().union(*(m.reads(n_layers) for m in metrics)) if metrics else set()
+
+
+def last_position(name: str, x: Any) -> Any:
+    """An activation at the last position (the last query, for attention patterns)."""
+    return x[:, :, -1] if name.endswith("hook_pattern") else x[:, -1]
+
+
+def to_numpy(value: Any) -> np.ndarray:
+    """A metric function's array as numpy: tensors become float32 on the CPU."""
+    if hasattr(value, "detach"):
+        return value.detach().float().cpu().numpy()
+    return np.asarray(value)
+
+
+Result = dict[str, tuple[tuple[str, ...], np.ndarray, dict[str, str]]]
+
+
+def labelled(metric: Metric, arrays: dict[str, Any], agent: bool) -> Result:
+    """A metric function's arrays with their declared dims and attrs, ``reduce: mean`` applied."""
+    if set(arrays) != set(metric.variables):
+        raise ValueError(f"metric {metric.kind!r} returned {sorted(arrays)}, declared {sorted(metric.variables)}")
+    out: Result = {}
+    for name, value in arrays.items():
+        values, dims = to_numpy(value), tuple("action" if agent and d == "vocab" else d
+                                              for d in metric.variables[name].dims)
+        if metric.reduce == "mean" and not metric.reduces_itself:
+            axes = tuple(i for i, d in enumerate(dims) if d in SAMPLE_DIMS)
+            values = values.astype(np.float64).mean(axis=axes) if axes else values
+        final = metric.dims(name, agent)
+        if values.ndim != len(final):
+            raise ValueError(f"metric {metric.kind!r}: {name} has {values.ndim} dims, declared {final}")
+        out[name] = (final, values, metric.attrs(name))
+    return out
+
+
+def measure(metrics: list[Metric], reading: Reading) -> Result:
+    """Every forward-pass metric of a point, merged into one result."""
+    result: Result = {}
+    for metric in metrics:
+        if not metric.closed_loop:
+            arrays = REGISTRY[metric.kind].compute(metric, reading)
+            result.update(labelled(metric, arrays, reading.agent))
+    return result
+
+
+def play(metrics: list[Metric], loop: Loop) -> Result:
+    """Every closed-loop metric of a point, merged into one result."""
+    result: Result = {}
+    for metric in metrics:
+        if metric.closed_loop:
+            result.update(labelled(metric, REGISTRY[metric.kind].compute(metric, loop), True))
+    return result

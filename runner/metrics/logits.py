@@ -1,0 +1,121 @@
+"""Metrics of the last position's output distribution: logits, probabilities, logit difference, KL."""
+from __future__ import annotations
+
+from typing import Annotated, Any, Iterator, Literal
+
+from pydantic import Field, model_validator
+
+from runner.envs.actions import ActionName, action_id
+from runner.metrics.base import Metric, Reading, Variable, register
+
+
+class Logits(Metric):
+    """Token models: logits at the last position."""
+
+    kind: Literal["logits"]
+    variables = {"logits": Variable(("sample", "vocab"), "logits at the last position")}
+    families = ("tokens",)
+
+
+@register(Logits)
+def logits(metric: Logits, r: Reading) -> dict[str, Any]:
+    return {"logits": r.out}
+
+
+class Probs(Metric):
+    """Token models: softmax probabilities at the last position."""
+
+    kind: Literal["probs"]
+    variables = {"probs": Variable(("sample", "vocab"), "next-token probability at the last position", "1")}
+    families = ("tokens",)
+
+
+@register(Probs)
+def probs(metric: Probs, r: Reading) -> dict[str, Any]:
+    return {"probs": r.out.softmax(dim=-1)}
+
+
+class ActionLogits(Metric):
+    """Agents: logits of the current action."""
+
+    kind: Literal["action_logits"]
+    variables = {"action_logits": Variable(("sample", "vocab"), "logits of the current action")}
+    families = ("agents",)
+
+
+@register(ActionLogits)
+def action_logits(metric: ActionLogits, r: Reading) -> dict[str, Any]:
+    return {"action_logits": r.out}
+
+
+class ActionProbs(Metric):
+    """Agents: probabilities of the current action."""
+
+    kind: Literal["action_probs"]
+    variables = {"action_probs": Variable(("sample", "vocab"), "probability of the current action", "1")}
+    families = ("agents",)
+
+
+@register(ActionProbs)
+def action_probs(metric: ActionProbs, r: Reading) -> dict[str, Any]:
+    return {"action_probs": r.out.softmax(dim=-1)}
+
+
+class KL(Metric):
+    """KL(p_clean || p_intervened) of the last position's distribution, per sample, in nats."""
+
+    kind: Literal["kl"]
+    variables = {"kl": Variable(("sample",), "KL(p_clean || p_intervened) at the last position", "nats")}
+
+
+@register(KL)
+def kl(metric: KL, r: Reading) -> dict[str, Any]:
+    log_p, log_q = r.clean.log_softmax(dim=-1), r.out.log_softmax(dim=-1)
+    return {"kl": (log_p.exp() * (log_p - log_q)).sum(dim=-1)}
+
+
+class TwoChoices(Metric):
+    """A metric over two choices: token ids for token models, action names for agents."""
+
+    tokens: list[Annotated[int, Field(ge=0)]] | None = Field(None, min_length=2, max_length=2,
+                                                             description="Token models: the two token ids [a, b].")
+    actions: list[ActionName] | None = Field(None, min_length=2, max_length=2,
+                                             description="Agents: the two actions [a, b] by name.")
+
+    def choice_ids(self) -> list[int] | None:
+        """[a, b] as output ids, or None when neither is given."""
+        if self.tokens is not None:
+            return self.tokens
+        return [action_id(a) for a in self.actions] if self.actions is not None else None
+
+    def problems(self, sizes: Any, intervention: Any) -> Iterator[str]:
+        for t in self.tokens or []:
+            if t >= sizes.d_vocab:
+                yield f"token id {t} is out of range for d_vocab {sizes.d_vocab}"
+        if self.actions and not sizes.agent:
+            yield f"metric {self.kind!r}: actions name an agent's choices; a token model takes tokens"
+        if self.tokens and sizes.agent:
+            yield f"metric {self.kind!r}: an agent's choices are actions: [left, right], not tokens"
+
+
+class LogitDiff(TwoChoices):
+    """logit[a] - logit[b] at the last position."""
+
+    kind: Literal["logit_diff"]
+    variables = {"logit_diff": Variable(("sample",))}
+
+    @model_validator(mode="after")
+    def _one_pair(self) -> "LogitDiff":
+        if (self.tokens is None) == (self.actions is None):
+            raise ValueError("logit_diff takes exactly one of tokens: [a, b] (token models) or actions: [a, b] (agents)")
+        return self
+
+    def attrs(self, name: str) -> dict[str, str]:
+        a, b = self.actions or self.tokens
+        return {"long_name": f"logit[{a}] - logit[{b}] at the last position", **super().attrs(name)}
+
+
+@register(LogitDiff)
+def logit_diff(metric: LogitDiff, r: Reading) -> dict[str, Any]:
+    a, b = metric.choice_ids()
+    return {"logit_diff": r.out[:, a] - r.out[:, b]}
