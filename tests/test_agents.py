@@ -149,6 +149,8 @@ def test_an_intervene_spec_over_a_train_run_carries_its_grid(trained):
 
         expected = torch.softmax(agent.run_with_hooks(inputs, [(name, add)])[:, -1], -1)
     np.testing.assert_allclose(ds.action_probs.sel(seed=1, coefficient=8.0).values, expected.numpy(), atol=1e-5)
+    with pytest.raises(runner.RunnerError, match="reads every model of train run 'tiny-train': load one of them"):
+        runner.load_model(spec)
 
 
 @pytest.mark.parametrize("data, phrase", [
