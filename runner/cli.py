@@ -1,19 +1,23 @@
 """The command line: validate, schema, plan, run, status, show.
 
-User mistakes (a bad spec, a missing file, a refused run folder) print one
-located message and exit 2, without a traceback; a run in which some points
-failed exits 1 and lists them.
+Exit codes: 0 all ok; 1 finished with failed points (result written); 2 refused
+before running (a bad spec or input, a busy or foreign folder, impossible
+resources) with one located message; 3 stopped by the machine (disk full, out of
+memory, cluster lost), finished points kept. None of these prints a traceback;
+only a bug in runner itself does (exit 70).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 from runner.errors import RunnerError
 
 EXIT_FAILED_POINTS = 1
+EXIT_BUG = 70  # sysexits' EX_SOFTWARE
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,6 +31,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: finished tasks are kept; rerun the same command to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `runner schema | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except Exception:
+        import traceback
+
+        traceback.print_exc()
+        print("internal error: this is a bug in runner, please report it with the traceback above", file=sys.stderr)
+        return EXIT_BUG
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -108,6 +121,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     outcome = execute(plan, executor=args.executor, address=args.address, fresh=args.fresh)
     total = len(plan.points)
     print(f"wrote {outcome.folder.result_file}  ({total - len(outcome.failed)} of {total} points ok)")
+    for line in undefined_counts(outcome.dataset):
+        print(f"  {line}")
     if "success" in outcome.dataset and "random_success" in outcome.dataset:
         _print_training_summary(outcome.dataset, plan)
     if outcome.failed:
@@ -119,6 +134,20 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"  ... and {len(outcome.failed) - 20} more (see the error variable)", file=sys.stderr)
         return EXIT_FAILED_POINTS
     return 0
+
+
+def undefined_counts(ds) -> list[str]:
+    """For each variable that can be undefined by definition, how many of its values (of ok points) are."""
+    import numpy as np
+
+    ok = ds["status"] == "ok"
+    lines = []
+    for name, var in ds.data_vars.items():
+        if "undefined" in var.attrs:
+            counted = ok.broadcast_like(var)
+            n = int((np.isnan(var) & counted).sum())
+            lines.append(f"{name}: {n} of {int(counted.sum())} values undefined ({var.attrs['undefined']})")
+    return lines
 
 
 def _print_training_summary(ds, plan) -> None:
@@ -163,12 +192,17 @@ def cmd_status(args: argparse.Namespace) -> int:
         raise RunnerError(f"no run at {folder}: expected {run.spec_file}",
                           hint="Give a run name (results/<name>) or a run folder.")
     plan = compile_plan(run.spec_file, out=folder)
-    status = run.point_status()
+    shards = run.read_shards()
+    status = shards.status
     ok = sum(status.get(p.id) == "ok" for p in plan.points)
     failed = sum(status.get(p.id) == "failed" for p in plan.points)
     pending = len(plan.points) - ok - failed
     state = "complete" if run.result_file.is_file() and pending == 0 else "incomplete"
     print(f"{folder}: {state}\n  finished {ok}\n  failed   {failed}\n  pending  {pending}\n  total    {len(plan.points)}")
+    for path, why in shards.damaged:
+        print(f"damaged shard {path.name}: {why} (its points are pending; `runner run` computes them again)")
+    if len(shards.versions) > 1:
+        print(f"computed by {len(shards.versions)} runner versions: {', '.join(sorted(shards.versions))}")
     if failed:
         print("failed points:")
         for p in plan.points:

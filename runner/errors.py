@@ -43,3 +43,9 @@ class RunnerError(Exception):
         if self.hint:
             lines.append(self.hint)
         return "\n".join(lines)
+
+
+class EnvironmentFault(RunnerError):
+    """The machine stopped a run (disk full, out of memory, cluster lost): exit 3, finished points kept."""
+
+    exit_code = 3

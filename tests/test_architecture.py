@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import runner
-from conftest import ROOT, cli, write_spec
+from tests.conftest import ROOT, cli, write_spec
 from runner.metrics import REGISTRY, Metric, Variable, register
 
 PACKAGE = ROOT / "runner"

@@ -5,7 +5,7 @@ import json
 import subprocess
 import sys
 
-from conftest import BASE_SPEC, cli, write_spec
+from tests.conftest import BASE_SPEC, cli, write_spec
 
 
 def test_validate_and_plan_import_no_torch_ray_or_xarray(project):
@@ -64,3 +64,35 @@ def test_show_prints_the_result_and_its_provenance(project):
     assert "run_id" in done.stdout and "torch_version" in done.stdout
     missing = cli("show", "nothing", cwd=project)
     assert missing.returncode == 2 and "no result at" in missing.stderr
+
+
+def test_plan_describes_a_train_spec(project):
+    write_spec(project, """\
+        name: t
+        kind: train
+        data: {trajectories: {env: BabyAI-GoToRedBallGrey-v0, episodes: 3}}
+        model: {architecture: behavior_clone}
+        sweep:
+          seed: [0, 1]
+        """)
+    done = cli("plan", "spec.yaml", cwd=project)
+    assert done.returncode == 0 and "trains    behavior_clone agents, 2000 steps each" in done.stdout, done.stderr
+    assert "points    2" in done.stdout and list(project.iterdir()) == [project / "spec.yaml"]
+
+
+def test_schema_piped_into_head_exits_quietly(project):
+    done = subprocess.run(f"{sys.executable} -m runner schema | head -c 100", shell=True, cwd=project,
+                          capture_output=True, text=True, timeout=60)
+    assert done.stdout.startswith("{") and done.stderr == ""
+
+
+def test_provenance_keeps_the_runner_apart_from_the_experiment(project):
+    import runner
+    from tests.conftest import ROOT
+
+    ds = runner.run(write_spec(project, BASE_SPEC))  # the project folder is not a git repository
+    assert ds.attrs["git_commit"] == "not a git repository" and json.loads(ds.attrs["git_dirty"]) is None
+    if (ROOT / ".git").exists():
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        assert ds.attrs["runner_commit"] == head
+    assert ds.attrs["runner_version"] == runner.__version__ and json.loads(ds.attrs["input_files"]) == {}

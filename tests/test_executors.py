@@ -1,12 +1,22 @@
 """Same spec, same numbers: local or Ray, one point per task or sixteen."""
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 import runner
 from runner.errors import RunnerError
-from conftest import BASE_SPEC, cli, write_spec
+from tests.conftest import BASE_SPEC, CHUNKING_TOLERANCE, cli, write_spec
 
 SCAN = BASE_SPEC.replace("{linspace: [-1, 1, 3]}", "{linspace: [-2, 2, 9]}").replace(
     "metrics: [logits]", "metrics: [logits, kl]")
@@ -20,13 +30,14 @@ def test_local_and_ray_and_chunking_agree(project, ray_session):
                                 f"execution: {{executor: {executor}, points_per_task: {per_task}}}")
             spec = write_spec(project, text, f"{executor}{per_task}.yaml")
             results[executor, per_task] = runner.run(spec, out=project / f"out-{executor}-{per_task}")
-    reference = results["local", 1]
-    assert reference.logits.dims == ("coefficient", "layer", "sample", "vocab")
-    for key, ds in results.items():
-        assert (ds.status == "ok").all(), key
-        assert ds.attrs["executor"] == key[0]
-        np.testing.assert_array_equal(ds.logits.values, reference.logits.values, err_msg=str(key))
-        np.testing.assert_array_equal(ds.kl.values, reference.kl.values, err_msg=str(key))
+    assert results["local", 1].logits.dims == ("coefficient", "layer", "sample", "vocab")
+    for (executor, per_task), ds in results.items():
+        assert (ds.status == "ok").all() and ds.attrs["executor"] == executor
+        same_chunking = results["local", per_task]  # the same bits on either executor
+        np.testing.assert_array_equal(ds.logits.values, same_chunking.logits.values)
+        np.testing.assert_array_equal(ds.kl.values, same_chunking.kl.values)
+        for name in ("logits", "kl"):  # across chunking: within the stated float32 tolerance
+            np.testing.assert_allclose(ds[name].values, results["local", 1][name].values, **CHUNKING_TOLERANCE)
 
 
 def test_ray_refuses_gpu_request_on_a_cluster_without_gpus(project, ray_session):
@@ -62,3 +73,73 @@ def test_an_unreachable_ray_address_exits_2_at_once(project):
     done = cli("run", "spec.yaml", "--executor", "ray", "--address", "127.0.0.1:9", cwd=project, timeout=60)
     assert done.returncode == 2 and "cannot reach a Ray cluster at 127.0.0.1:9" in done.stderr
     assert not (project / "results").exists()
+
+
+# ---------------------------------------------------------------- a cluster that is not there, not Ray, or lost
+
+SLOW_RAY = BASE_SPEC.replace("{linspace: [-1, 1, 3]}", "{linspace: [-1, 1, 200]}").replace(
+    "execution: {executor: local}", "execution: {points_per_task: 1}")
+
+
+def test_a_port_that_is_not_ray_is_refused_within_seconds(project):
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    held = []
+    threading.Thread(target=lambda: [held.append(server.accept()) for _ in range(8)], daemon=True).start()
+    write_spec(project, BASE_SPEC)
+    port = server.getsockname()[1]
+    done = cli("run", "spec.yaml", "--executor", "ray", "--address", f"127.0.0.1:{port}", cwd=project, timeout=30)
+    assert done.returncode == 2 and f"127.0.0.1:{port} is not a Ray cluster" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and not (project / "results").exists()
+    server.close()
+
+
+@pytest.fixture
+def own_cluster():
+    """A Ray head of the test's own (`ray start --head --block`, token auth on), so that the test can kill it."""
+    from runner.execute.ray_executor import speaks_grpc
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    head = subprocess.Popen([str(Path(sys.executable).parent / "ray"), "start", "--head", f"--port={port}",
+                             "--num-cpus=1", "--include-dashboard=false", "--disable-usage-stats", "--block"],
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            if speaks_grpc("127.0.0.1", port, timeout=1.0):
+                break
+        except OSError:
+            time.sleep(0.5)
+    yield port, head
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(head.pid, signal.SIGKILL)
+    head.wait()
+
+
+def test_a_lost_cluster_stops_the_run_with_exit_3_and_a_rerun_resumes(project, own_cluster):
+    port, head = own_cluster
+    write_spec(project, SLOW_RAY)
+    address = ["--executor", "ray", "--address", f"127.0.0.1:{port}"]
+    no_token = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
+    refused = subprocess.run([sys.executable, "-m", "runner", "run", "spec.yaml", *address], cwd=project, env=no_token,
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "requires token authentication" in refused.stderr and "RAY_AUTH_MODE=token" \
+        in refused.stderr, refused.stderr
+    run = subprocess.Popen([sys.executable, "-m", "runner", "run", "spec.yaml", *address], cwd=project,
+                           env=dict(os.environ, RAY_AUTH_MODE="token"), stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    shards = project / "results" / "base" / "shards"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list(shards.glob("*.nc"))) < 3 and run.poll() is None:
+        time.sleep(0.05)
+    os.killpg(head.pid, signal.SIGKILL)
+    _, err = run.communicate(timeout=60)
+    assert run.returncode == 3 and "the Ray cluster at 127.0.0.1" in err and "was lost" in err, err
+    assert "Traceback" not in err
+    kept = len(list(shards.glob("*.nc")))
+    assert 3 <= kept < 400
+    resumed = cli("run", "spec.yaml", cwd=project)  # on the local executor: the shards are what count
+    assert resumed.returncode == 0 and f"{kept} of 400 points already done" in resumed.stderr, resumed.stderr

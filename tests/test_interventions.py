@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import runner
-from conftest import BASE_SPEC, write_spec
+from tests.conftest import BASE_SPEC, write_spec
 
 D_VOCAB, BATCH, LENGTH = 20, 4, 8
 SOURCE = [[1, 2, 3, 4, 5, 6, 7, 8], [8, 7, 6, 5, 4, 3, 2, 1], [0, 0, 0, 0, 1, 1, 1, 1], [9, 9, 9, 9, 9, 9, 9, 9]]
@@ -112,7 +112,7 @@ def test_restored_fraction_and_its_baselines(project):
 
 
 def test_restored_fraction_needs_a_patch(project):
-    from conftest import cli
+    from tests.conftest import cli
 
     write_spec(project, BASE_SPEC.replace("metrics: [logits]", "metrics: [restored_fraction]"))
     done = cli("validate", "spec.yaml", cwd=project)

@@ -43,7 +43,7 @@ from typing import Callable
 import numpy as np
 import pytest
 
-from conftest import BASE_SPEC, cli, write_spec
+from tests.conftest import BASE_SPEC, cli, write_spec
 
 SWEEP_LAYER = "  intervention.layer: [0, 1]\n"
 

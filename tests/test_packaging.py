@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from conftest import ROOT
+from tests.conftest import ROOT
 
 
 def test_every_package_folder_is_a_regular_package():

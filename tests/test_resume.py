@@ -10,7 +10,7 @@ import time
 import numpy as np
 import xarray as xr
 
-from conftest import cli, write_spec
+from tests.conftest import cli, write_spec
 
 SLOW = """\
 name: slow

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import runner
-from conftest import BASE_SPEC, write_spec
+from tests.conftest import BASE_SPEC, write_spec
 
 D_VOCAB, BATCH, LENGTH, SEED = 20, 4, 8, 0
 
@@ -48,7 +48,7 @@ def test_random_vector_matches_run_with_hooks(project, position, indices):
             np.testing.assert_allclose(got, expected.numpy(), atol=1e-5, rtol=0)
 
 
-def test_norm_match_scales_to_mean_activation_norm(project):
+def test_norm_match_scales_to_the_mean_activation_norm_at_the_positions_steered(project):
     spec = write_spec(project, BASE_SPEC.replace("{random: {seed: 0}}", "{random: {seed: 3, norm: match}}")
                       .replace("position: all", "position: last"))
     ds = runner.run(spec)
@@ -57,9 +57,23 @@ def test_norm_match_scales_to_mean_activation_norm(project):
         name = f"blocks.{layer}.hook_resid_pre"
         with torch.inference_mode():
             _, cache = model.run_with_cache(tokens())
-        scale = cache[name].norm(dim=-1).mean()
+        scale = cache[name][:, -1].norm(dim=-1).mean()  # the last position's norm, not all positions'
+        assert abs(float(scale) - float(cache[name].norm(dim=-1).mean())) > 1e-3
         expected = steered_last_logits(model, name, 1.0 * scale * random_unit(3, 32), [LENGTH - 1])
         np.testing.assert_allclose(ds.logits.sel(coefficient=1.0, layer=layer).values, expected.numpy(), atol=1e-5)
+
+
+def test_norm_like_gives_a_random_vector_another_vectors_norm(project):
+    vector = np.linspace(-1, 2, 32).astype(np.float32)
+    np.save(project / "v.npy", vector)
+    spec = write_spec(project, BASE_SPEC.replace("{random: {seed: 0}}", "{random: {seed: 3, norm: {like: {file: v.npy}}}}"))
+    ds = runner.run(spec)
+    model = runner.load_model(spec)
+    control = float(np.linalg.norm(vector)) * random_unit(3, 32)
+    expected = steered_last_logits(model, "blocks.1.hook_resid_pre", 1.0 * control, None)
+    np.testing.assert_allclose(ds.logits.sel(coefficient=1.0, layer=1).values, expected.numpy(), atol=1e-5)
+    saved = np.load(project / "results" / "base" / "vectors" / "coefficient=1.0,layer=1.npy")
+    np.testing.assert_allclose(np.linalg.norm(saved), np.linalg.norm(vector), rtol=1e-6)
 
 
 def test_file_vector_on_attn_out_with_full_hook_name(project):
@@ -150,7 +164,7 @@ def test_the_vector_of_every_point_is_saved_in_the_run_folder(project):
 
 
 def test_direction_against_of_the_wrong_kind_is_refused(project):
-    from conftest import cli
+    from tests.conftest import cli
 
     write_spec(project, BASE_SPEC.replace("{random: {seed: 0}}", "{direction: {token: 3, against: right}}"))
     done = cli("validate", "spec.yaml", cwd=project)

@@ -8,7 +8,7 @@ import runner
 from runner.errors import RunnerError
 from runner.plan import compile_plan
 from runner.spec import parse_spec
-from conftest import BASE_SPEC, write_spec
+from tests.conftest import BASE_SPEC, write_spec
 
 
 def axes_of(sweep: str):

@@ -219,6 +219,11 @@ def _check(arrays: dict[str, np.ndarray]) -> str | None:
             return f"key {key!r} has dtype {array.dtype}, expected {want} array"
     if arrays["env_id"].ndim != 0:
         return f"key 'env_id' has shape {arrays['env_id'].shape}, expected a 0-d str array (np.array(env_id))"
+    from runner.envs.make import check_env  # an id from a file is checked before anything builds it
+
+    problem = check_env(str(arrays["env_id"]))
+    if problem:
+        return f"key 'env_id': {problem}"
     n = len(arrays["actions"]) if arrays["actions"].ndim else -1
     e = len(arrays["episode_lengths"]) if arrays["episode_lengths"].ndim else -1
     arrays.setdefault("env_seeds", np.arange(max(e, 0), dtype=np.int64))

@@ -11,10 +11,12 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from runner.errors import RunnerError
+from runner.errors import EnvironmentFault, RunnerError
 from runner.execute.progress import Progress
 from runner.plan import Plan, Point
-from runner.results.folder import RunFolder, write_netcdf
+from runner.results.files import write_netcdf
+from runner.results.folder import RunFolder
+from runner.results.provenance import shard_stamp
 
 
 @dataclass
@@ -43,31 +45,58 @@ def execute(plan: Plan, *, executor: str | None = None, address: str | None = No
             fresh: bool = False, log=None) -> Outcome:
     """Run the plan's unfinished points and write ``result.nc``; finished shards are kept and reused.
 
-    The checks that waited for demonstrations run first (generating them); then the
-    executor checks its resources; only then is anything written in the run folder.
+    In order, each step before anything is written in the run folder: the folder is
+    checked (writable, runner's own or empty, the same spec unless ``fresh``) and
+    locked (a second run on it is refused at once); the checks that waited for
+    demonstrations run (generating them); the executor checks its resources. Then
+    the points run and their shards land one by one. A fault of the machine (disk
+    full, out of memory, cluster lost) raises EnvironmentFault (exit 3) and keeps
+    every finished shard.
     """
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     kind = executor or plan.spec.execution.executor
     address = address or plan.spec.execution.address
     folder = RunFolder(plan.out_dir)
-    plan.check_deferred()
-    with make_executor(kind, plan, address) as ex:  # resources are checked here, before anything is written
-        folder.prepare(plan, fresh=fresh)
-        status = folder.point_status()
-        remaining = [p for p in plan.points if status.get(p.id) != "ok"]
-        resumed = len(plan.points) - len(remaining)
-        tasks = plan.chunk(remaining)
-        if resumed:
-            log(f"resuming {folder.root}: {resumed} of {len(plan.points)} points already done")
-        log(f"running {plural(len(remaining), 'point')} in {plural(len(tasks), 'task')} on {ex.describe()}")
-        progress = Progress(len(remaining))
-        for task, result in ex.map(tasks):
-            folder.write_files(result.files)  # before the shard: a finished shard implies its files exist
-            folder.write_shard(task.id, result.dataset)
-            progress.update(len(task.points), int((result.dataset["status"].values != "ok").sum()))
+    folder.check(plan.run_id, fresh)
+    with folder.locked():
+        plan.check_deferred()
+        with make_executor(kind, plan, address) as ex:
+            return _run_guarded(plan, folder, ex, kind, fresh, log)
+
+
+def _run_guarded(plan: Plan, folder: RunFolder, ex: Any, kind: str, fresh: bool, log) -> Outcome:
+    """``_run``, with the machine's faults said as such."""
+    try:
+        return _run(plan, folder, ex, kind, fresh, log)
+    except MemoryError:
+        raise EnvironmentFault(f"out of memory; the finished points are kept in {folder.root}",
+                               hint="Rerun the same command to resume (fewer points_per_task use less memory).") from None
+    except OSError as exc:
+        raise EnvironmentFault(f"stopped by the machine: {exc.strerror or exc} ({exc.filename or folder.root}); "
+                               f"the finished points are kept in {folder.root}",
+                               hint="Free the resource and rerun the same command to resume.") from None
+
+
+def _run(plan: Plan, folder: RunFolder, ex: Any, kind: str, fresh: bool, log) -> Outcome:
+    for path in folder.prepare(plan, fresh=fresh):
+        log(f"removed a temporary file a stopped run left: {path}")
+    state = folder.read_shards(repair=True)
+    for path, why in state.damaged:
+        log(f"shard {path.name} is damaged ({why}): moved aside as {path.name}.damaged; its points run again")
+    remaining = [p for p in plan.points if state.status.get(p.id) != "ok"]
+    resumed = len(plan.points) - len(remaining)
+    tasks = plan.chunk(remaining)
+    if resumed:
+        log(f"resuming {folder.root}: {resumed} of {len(plan.points)} points already done")
+    log(f"running {plural(len(remaining), 'point')} in {plural(len(tasks), 'task')} on {ex.describe()}")
+    progress, stamp = Progress(len(remaining)), shard_stamp(plan)
+    for task, result in ex.map(tasks):
+        folder.write_files(result.files)  # before the shard: a finished shard implies its files exist
+        folder.write_shard(task.id, result.dataset, stamp)
+        progress.update(len(task.points), int((result.dataset["status"].values != "ok").sum()))
     from runner.results.merge import merge
 
-    dataset = merge(folder.shards(), plan, kind)
+    dataset = merge(folder.read_shards().shards, plan, kind)
     write_netcdf(dataset, folder.result_file)
     by_index = {p.index: p for p in plan.points}
     flat_status = dataset["status"].values.reshape(-1)

@@ -1,16 +1,29 @@
 """The Ray executor: one Ray task per chunk of points, gathered in completion order.
 
-It connects to ``address`` or starts a local Ray (and stops it afterwards),
-and refuses before submitting anything when the cluster cannot hold a task:
-a task asking for a GPU that no node has would otherwise wait forever.
+It connects to ``address`` or starts a local Ray (and stops it afterwards), and
+refuses before submitting anything when the cluster cannot be used: nothing
+listens at the address, what listens does not speak Ray's protocol (a probe
+answers within seconds where ``ray.init`` would hang), the cluster wants an
+authentication token the driver lacks, or it cannot hold a task (a task asking
+for a GPU that no node has would otherwise wait forever). A cluster lost while
+the run goes on stops it with EnvironmentFault (exit 3); finished shards are kept.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import socket
+import tempfile
+import time
 from typing import Any, Iterator
 
-from runner.errors import RunnerError
+from runner.errors import EnvironmentFault, RunnerError
+
+PROBE_TIMEOUT = 5.0     # seconds a Ray (gRPC) server takes to answer a connection, at most
+ALIVE_EVERY = 5.0       # seconds between checks that the cluster is still there while waiting
+LOST_AFTER = 2          # consecutive failed checks that mean the cluster is gone
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # + empty SETTINGS
 
 
 def _run_task_remote(task: Any) -> Any:
@@ -19,19 +32,86 @@ def _run_task_remote(task: Any) -> Any:
     return run_task(task)
 
 
-def _check_reachable(address: str | None, timeout: float = 5.0) -> None:
-    """Refuse at once an address nothing listens on (ray.init would retry for minutes)."""
-    if not address or address in ("auto", "local"):
-        return
-    hostport = address.split("://", 1)[-1]
-    host, _, port = hostport.rpartition(":")
+def _host_port(address: str) -> tuple[str, int]:
+    host, _, port = address.split("://", 1)[-1].rpartition(":")
     if not port.isdigit():
         raise RunnerError(f"Ray address {address!r} is not of the form HOST:PORT (or ray://HOST:PORT, or auto)")
+    return host or "127.0.0.1", int(port)
+
+
+def speaks_grpc(host: str, port: int, timeout: float = PROBE_TIMEOUT) -> bool:
+    """Whether the server at host:port answers an HTTP/2 preface with a SETTINGS frame, as gRPC (Ray) does."""
+    with socket.create_connection((host, port), timeout=timeout) as s:
+        s.settimeout(timeout)
+        try:
+            s.sendall(_HTTP2_PREFACE)
+            header = b""
+            while len(header) < 9:
+                chunk = s.recv(9 - len(header))
+                if not chunk:
+                    return False
+                header += chunk
+        except OSError:  # a timeout or a reset: whatever it is, it is not Ray
+            return False
+    return header[3] == 0x04  # frame type SETTINGS
+
+
+def check_address(address: str | None) -> None:
+    """Refuse at once an address that nothing listens on, or where something other than Ray does."""
+    if not address or address in ("auto", "local"):
+        return
+    host, port = _host_port(address)
+    hint = "Start one with `ray start --head`, fix --address, or leave it out to start a local Ray."
     try:
-        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout).close()
+        if not speaks_grpc(host, port):
+            raise RunnerError(f"{address} is not a Ray cluster: something listens there but does not answer as "
+                              f"Ray's GCS does (gRPC)", hint=hint)
     except OSError as exc:
-        raise RunnerError(f"cannot reach a Ray cluster at {address}: {exc.strerror or exc}",
-                          hint="Start one with `ray start --head`, fix --address, or leave it out to start a local Ray.") from None
+        raise RunnerError(f"cannot reach a Ray cluster at {address}: {exc.strerror or exc}", hint=hint) from None
+
+
+@contextlib.contextmanager
+def _stderr_to(path: str) -> Iterator[None]:
+    """Send this process's stderr (Ray's C++ logs included) to a file for the block."""
+    saved = os.dup(2)
+    with open(path, "w") as sink:
+        os.dup2(sink.fileno(), 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def connect(address: str | None) -> None:
+    """``ray.init`` at ``address`` (or a new local Ray); RunnerError that says why it failed, authentication included."""
+    import ray
+
+    options = dict(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
+                   configure_logging=True)
+    where = f"at {address}" if address else "locally"
+    if not address:  # starting a local Ray spawns processes: they must keep the real stderr
+        try:
+            ray.init(**options)
+        except Exception as exc:
+            raise RunnerError(f"cannot start a Ray cluster {where}: {exc}") from None
+        return
+    with tempfile.NamedTemporaryFile(prefix="runner-ray-", suffix=".log", delete=False) as log:
+        path = log.name
+    try:
+        with _stderr_to(path):
+            ray.init(**options)
+    except Exception as exc:
+        said = open(path, errors="replace").read()
+        if "Unauthenticated" in said or "InvalidAuthToken" in said:
+            raise RunnerError(f"the Ray cluster {where} refused this driver: it requires token authentication",
+                              hint="Set RAY_AUTH_MODE=token (the token is read from RAY_AUTH_TOKEN or "
+                                   "~/.ray/auth_token, as `ray start` wrote it).") from None
+        last = next((line for line in reversed(said.splitlines()) if line.strip()), "")
+        raise RunnerError(f"cannot reach a Ray cluster {where}: {exc}" + (f" ({last.strip()[:200]})" if last else ""),
+                          hint="Check execution.address / --address, or leave it out to start a local Ray.") from None
+    finally:
+        os.unlink(path)
 
 
 class RayExecutor:
@@ -46,15 +126,10 @@ class RayExecutor:
         import ray
 
         if not ray.is_initialized():
-            _check_reachable(self.address)
-            try:
-                ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
-                         logging_level=logging.ERROR, configure_logging=True)
-            except Exception as exc:
-                where = f"at {self.address}" if self.address else "locally"
-                raise RunnerError(f"cannot start or reach a Ray cluster {where}: {exc}",
-                                  hint="Check execution.address / --address, or leave it out to start a local Ray.") from None
+            check_address(self.address)
+            connect(self.address)
             self.started = True
+        self.gcs = _host_port(ray.get_runtime_context().gcs_address)
         try:
             self._check_resources(ray.cluster_resources())
         except BaseException:
@@ -87,6 +162,19 @@ class RayExecutor:
         cpus = ray.cluster_resources().get("CPU", 0)
         return f"Ray ({self.address or 'local'}, {cpus:g} CPUs)"
 
+    def alive(self) -> bool:
+        """Whether the cluster's GCS still accepts connections."""
+        try:
+            socket.create_connection(self.gcs, timeout=2.0).close()
+            return True
+        except OSError:
+            return False
+
+    def _lost(self) -> EnvironmentFault:
+        return EnvironmentFault(f"the Ray cluster at {self.address or 'this machine'} was lost (its GCS at "
+                                f"{self.gcs[0]}:{self.gcs[1]} does not answer); the finished points are kept",
+                                hint="Restart the cluster and rerun the same command to resume.")
+
     def map(self, tasks: list) -> Iterator[tuple[Any, Any]]:
         import ray
 
@@ -96,15 +184,23 @@ class RayExecutor:
         remote = ray.remote(_run_task_remote).options(
             num_cpus=ex.cpus_per_task, num_gpus=ex.gpus_per_task, max_retries=ex.max_retries, retry_exceptions=False)
         pending = {remote.remote(task): task for task in tasks}
+        failed_checks, last_check = 0, time.monotonic()
         try:
             while pending:
-                done, _ = ray.wait(list(pending), num_returns=1)
+                done, _ = ray.wait(list(pending), num_returns=1, timeout=ALIVE_EVERY)
+                if not done or time.monotonic() - last_check > ALIVE_EVERY:
+                    failed_checks, last_check = (0 if self.alive() else failed_checks + 1), time.monotonic()
+                    if failed_checks >= LOST_AFTER:
+                        raise self._lost()
                 for ref in done:
                     task = pending.pop(ref)
                     try:
                         yield task, ray.get(ref)
                     except ray.exceptions.RayError as exc:
+                        if not self.alive():
+                            raise self._lost() from None
                         yield task, failed_result(task, f"Ray task failed: {type(exc).__name__}: {str(exc).splitlines()[0]}")
         finally:
-            for ref in pending:
-                ray.cancel(ref, force=True)
+            if pending and self.alive():
+                for ref in pending:
+                    ray.cancel(ref, force=True)

@@ -18,20 +18,25 @@ from runner.models.sites import Site, position_indices
 
 def from_file(source: Any, site: Site, ctx: Any, head: int | None, position: Any) -> torch.Tensor:
     array = np.load(ctx.resolve(source.file), allow_pickle=False)
+    if array.dtype.kind not in "fiu" or not np.isfinite(array).all():
+        raise ValueError(f"{source.file} does not hold finite real numbers (it changed since the plan checked it?)")
     return torch.as_tensor(np.asarray(array, dtype=np.float32).reshape(site.width(ctx.sizes)))
 
 
 def from_random(source: Any, site: Site, ctx: Any, head: int | None, position: Any) -> torch.Tensor:
-    """A seeded unit direction; scaled to ``norm``, or to the mean activation norm at the site (``match``)."""
+    """A seeded unit direction, scaled to ``norm``: a number, the mean activation norm at the head and
+    positions steered (``match``), or another vector's norm (``{like: ...}``)."""
     opts = source.random
     rng = np.random.default_rng(ctx.seed if opts.seed is None else opts.seed)
     v = rng.standard_normal(site.width(ctx.sizes))
     v /= np.linalg.norm(v)
     if opts.norm == "match":
         clean = ctx.clean_activation(site.name)
-        v *= float(_at_positions(clean, site, head, "all", ctx).norm(dim=-1).mean())
-    elif opts.norm is not None:
+        v *= float(_at_positions(clean, site, head, position, ctx).norm(dim=-1).mean())
+    elif isinstance(opts.norm, (int, float)):
         v *= opts.norm
+    elif opts.norm is not None:
+        v *= float(steering_vector(opts.norm.like, site, ctx, head, position).norm())
     return torch.as_tensor(v, dtype=torch.float32)
 
 

@@ -27,20 +27,27 @@ FAMILIES = ("tokens", "agents")       # token models and gridworld agents
 
 
 class Variable(NamedTuple):
-    """A variable a metric produces: its dims (before any reduce) and its netCDF attrs."""
+    """A variable a metric produces: its dims (before any reduce) and its netCDF attrs.
+
+    Its values must be finite (a point that gives NaN or inf fails, with a message),
+    unless ``undefined`` says where the quantity is undefined by definition: there it
+    is NaN, and the run's summary counts those values.
+    """
 
     dims: tuple[str, ...]
     long_name: str | None = None
     units: str | None = None
+    undefined: str | None = None
 
     def attrs(self) -> dict[str, str]:
-        return {k: v for k, v in (("long_name", self.long_name), ("units", self.units)) if v is not None}
+        pairs = (("long_name", self.long_name), ("units", self.units), ("undefined", self.undefined))
+        return {k: v for k, v in pairs if v is not None}
 
 
 class Metric(BaseModel):
     """Options shared by every metric, and the declarations each one makes."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
     kind: str
     reduce: Literal["none", "mean"] = Field("none", description="mean: average over samples (episodes for rollout).")
@@ -209,8 +216,21 @@ def labelled(metric: Metric, arrays: dict[str, Any], agent: bool) -> Result:
         final = metric.dims(name, agent)
         if values.ndim != len(final):
             raise ValueError(f"metric {metric.kind!r}: {name} has {values.ndim} dims, declared {final}")
+        _check_finite(metric, name, values)
         out[name] = (final, values, metric.attrs(name))
     return out
+
+
+def _check_finite(metric: Metric, name: str, values: np.ndarray) -> None:
+    """Non-finite values fail the point, but for NaN where the variable declares itself undefined."""
+    if values.dtype.kind != "f":
+        return
+    bad = ~np.isfinite(values)
+    if metric.variables[name].undefined is not None:
+        bad &= ~np.isnan(values)
+    if bad.any():
+        raise ValueError(f"metric {metric.kind!r}: {int(bad.sum())} of {bad.size} values of {name} are not finite "
+                         f"({values[bad].flat[0]}): the model's output under this intervention is not a number")
 
 
 def measure(metrics: list[Metric], reading: Reading) -> Result:

@@ -7,13 +7,16 @@ from runner.metrics.base import Reading, Variable, register
 from runner.metrics.logits import TwoChoices
 
 
+UNDEFINED = "NaN where the source run's value equals the clean run's (a zero denominator)"
+
+
 class RestoredFraction(TwoChoices):
     """patch: (m_patched - m_clean) / (m_source - m_clean) of m = logit[a] - logit[b] (or, without a pair, the
     logit of the source run's top choice), per sample; both baselines are stored too. With reduce: mean, a ratio
     of the means (per-sample ratios explode where the source run is close to the clean one)."""
 
     kind: Literal["restored_fraction"]
-    variables = {"restored_fraction": Variable(("sample",)), "restored_clean": Variable(("sample",)),
+    variables = {"restored_fraction": Variable(("sample",), undefined=UNDEFINED), "restored_clean": Variable(("sample",)),
                  "restored_source": Variable(("sample",))}
     reduces_itself = True
 
@@ -24,11 +27,13 @@ class RestoredFraction(TwoChoices):
                                          "restored",
                     "restored_clean": "unpatched run (fraction 0), mean over samples",
                     "restored_source": "source run (fraction 1), mean over samples"}[name]
-            return {"long_name": text, "cell_methods": "sample: mean"}
-        what = "logit difference" if pair else "logit of the source run's top choice"
-        return {"long_name": {"restored_fraction": f"fraction of the {what} restored by patching",
-                              "restored_clean": f"{what}, unpatched run (fraction 0)",
-                              "restored_source": f"{what}, source run (fraction 1)"}[name]}
+            attrs = {"long_name": text, "cell_methods": "sample: mean"}
+        else:
+            what = "logit difference" if pair else "logit of the source run's top choice"
+            attrs = {"long_name": {"restored_fraction": f"fraction of the {what} restored by patching",
+                                   "restored_clean": f"{what}, unpatched run (fraction 0)",
+                                   "restored_source": f"{what}, source run (fraction 1)"}[name]}
+        return attrs | ({"undefined": UNDEFINED} if name == "restored_fraction" else {})
 
     def problems(self, sizes: Any, intervention: Any) -> Iterator[str]:
         yield from super().problems(sizes, intervention)
@@ -47,5 +52,6 @@ def restored_fraction(metric: RestoredFraction, r: Reading) -> dict[str, Any]:
     clean, source, patched = m(r.clean), m(r.source), m(r.out)
     if metric.reduce == "mean":
         clean, source, patched = clean.mean(), source.mean(), patched.mean()
-    return {"restored_fraction": (patched - clean) / (source - clean), "restored_clean": clean,
-            "restored_source": source}
+    denominator = source - clean
+    fraction = ((patched - clean) / denominator).masked_fill(denominator == 0, float("nan"))
+    return {"restored_fraction": fraction, "restored_clean": clean, "restored_source": source}

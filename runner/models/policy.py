@@ -47,6 +47,8 @@ class AgentPolicy:
                                                    (self.obs, self.actions, self.rtg, self.timesteps, self.valid)))
         with torch.inference_mode(), self.agent.hooks(self.hooks):
             logits = self.agent.action_logits(inputs.to(self.device))
+        if not torch.isfinite(logits).all():
+            raise ValueError("the agent's action logits are not finite: under this intervention it picks no action")
         chosen = np.zeros(len(live), dtype=np.int64)
         chosen[rows] = logits.argmax(-1).cpu().numpy()
         self.actions[rows, -1] = chosen[rows]

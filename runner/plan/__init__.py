@@ -26,8 +26,9 @@ from pydantic import ValidationError
 from runner.errors import Problem, RunnerError
 from runner.ids import content_id
 from runner.plan.checks import DataAccess, check_point
+from runner.plan.facts import inputs_read
 from runner.results.folder import RunFolder
-from runner.spec import LoadedSpec, Spec, TrainSpec, load_spec, point_identity
+from runner.spec import LoadedSpec, Spec, TrainSpec, check_grid_size, load_spec, point_identity
 from runner.spec.explain import problems_from
 from runner.spec.sweep import Axis, Member, value_place
 from runner.spec.yaml_loader import Located, dotted
@@ -39,13 +40,18 @@ RESULT_VARIABLES = ("status", "error", "point_id")
 
 @dataclass(frozen=True)
 class Point:
-    """One grid point: its flat index (C order), coordinates, resolved spec and content id."""
+    """One grid point: its flat index (C order), coordinates, resolved spec and content id.
+
+    The id covers the spec and the content of every file the point reads (``reads``:
+    path -> sha256), so a file rewritten in place makes the point run again.
+    """
 
     index: int
     coords: dict[str, Any]
     spec: Spec
     id: str
     seed: int
+    reads: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -111,10 +117,11 @@ class Plan:
             f"tasks     {len(self.tasks)}  ({self.points_per_task} point{'s' if self.points_per_task != 1 else ''} per task)",
             f"executor  {ex.executor}" + (f" at {ex.address}" if ex.address else ""),
             f"resources {ex.cpus_per_task} CPU + {ex.gpus_per_task:g} GPU per task",
-            f"metrics   {', '.join(m.kind for m in self.spec.metrics)}",
+            (f"metrics   {', '.join(m.kind for m in self.spec.metrics)}" if self.spec.kind == "intervene" else
+             f"trains    {self.spec.model.architecture} agents, {self.spec.train.steps} steps each"),
             f"output    {self.out_dir}",
         ]
-        return "\n".join(lines)
+        return "\n".join(lines + [f"note      {note}" for note in self.notes])
 
 
 def compile_plan(spec: str | Path | LoadedSpec, *, out: str | Path | None = None,
@@ -138,6 +145,7 @@ def compile_plan(spec: str | Path | LoadedSpec, *, out: str | Path | None = None
             notes.append(f"train run {loaded.spec.model.run!r} does not exist yet ({train.root}): "
                          "checks against its models happen once it does")
     axes = tuple(run_axes) + loaded.axes
+    check_grid_size(loaded.located, axes, loaded.spec.execution.max_points)
     access = DataAccess(base, only_cached=True)
     points, deferred = _points(loaded, axes, len(run_axes), run_folders, access)
     if deferred:
@@ -174,7 +182,8 @@ def _points(loaded: LoadedSpec, axes: tuple[Axis, ...], n_run_axes: int, run_fol
         for path, message in check_point(point_spec, access):
             problems.append(_locate(loaded, axes, choice, path, message, point_coords))
         seed = int(content_id([point_spec.seed, point_coords], 8), 16)
-        point = Point(index, point_coords, point_spec, point_identity(point_spec), seed)
+        files, generated = inputs_read(point_spec, access.base_dir)
+        point = Point(index, point_coords, point_spec, point_identity(point_spec, {**files, **generated}), seed, files)
         points.append(point)
         if access.missed != missed:
             deferred.append((choice, point))
@@ -195,6 +204,7 @@ def _run_axes(loaded: LoadedSpec, base: Path) -> tuple[list[Axis], list[Path]]:
         raise RunnerError(loaded.located.problem(("model", "run"), f"{folder.root} is not a train run (kind {train.spec.kind})"))
     folders = [folder.model_dir(p.coords) for p in train.points]
     missing = [f for f in folders if not (f / "model.safetensors").is_file()]
+    folders = [f.relative_to(base) if f.is_relative_to(base) else f for f in folders]  # ids survive a moved project
     if missing:
         raise RunnerError(loaded.located.problem(
             ("model", "run"), f"train run {run!r} is unfinished: {len(missing)} of {len(folders)} models missing "

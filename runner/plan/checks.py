@@ -151,12 +151,12 @@ def _check_source(source: Any, spec: Any, sizes: Any, access: DataAccess) -> Fou
                      f"{data_shape(spec.data, sizes)}: patching pairs them up sample by sample")
 
 
-def _check_contrast(contrast: Any, iv: Any, sizes: Any, spec: Any, access: DataAccess) -> Found:
+def _check_contrast(contrast: Any, where: tuple, iv: Any, sizes: Any, spec: Any, access: DataAccess) -> Found:
     """Each side reads what the model reads, fits the positions steered, and selects at least one sample."""
     from runner.envs.selection import SELECTIONS, selection_mask
 
     for side_name in ("positive", "negative"):
-        side, path = getattr(contrast, side_name), ("intervention", "vector", "contrast", side_name)
+        side, path = getattr(contrast, side_name), where + (side_name,)
         if side.kind in SELECTIONS:
             if not sizes.agent:
                 yield path, "selections (mission, mission_word, in_view) pick samples of an agent's trajectories"
@@ -213,17 +213,23 @@ def _check_vector(iv: Any, site: Any, sizes: Any, spec: Any, access: DataAccess)
     except ValueError as exc:
         yield ("intervention", "hook"), f"cannot steer: {exc}"
         return
-    source = iv.vector
+    yield from _check_vector_source(iv.vector, ("intervention", "vector"), iv, site, width, sizes, spec, access)
+
+
+def _check_vector_source(source: Any, where: tuple, iv: Any, site: Any, width: int, sizes: Any, spec: Any,
+                         access: DataAccess) -> Found:
     if source.kind == "file":
-        yield from _check_vector_file(resolve_path(source.file, access.base_dir), site, width)
+        yield from _check_vector_file(resolve_path(source.file, access.base_dir), where + ("file",), site, width)
     elif source.kind == "direction":
-        yield from _check_direction(source.direction, site, width, sizes)
+        yield from _check_direction(source.direction, where + ("direction",), site, width, sizes)
     elif source.kind == "contrast":
-        yield from _check_contrast(source.contrast, iv, sizes, spec, access)
+        yield from _check_contrast(source.contrast, where + ("contrast",), iv, sizes, spec, access)
+    elif source.kind == "random" and not isinstance(source.random.norm, (str, int, float, type(None))):
+        like = where + ("random", "norm", "like")
+        yield from _check_vector_source(source.random.norm.like, like, iv, site, width, sizes, spec, access)
 
 
-def _check_vector_file(file: Path, site: Any, width: int) -> Found:
-    path = ("intervention", "vector", "file")
+def _check_vector_file(file: Path, path: tuple, site: Any, width: int) -> Found:
     if not file.is_file():
         yield path, f"vector file {'is a directory' if file.is_dir() else 'not found'}: {file}"
         return
@@ -234,10 +240,26 @@ def _check_vector_file(file: Path, site: Any, width: int) -> Found:
         return
     if shape != (width,):
         yield path, f"vector has shape {shape}, but {site.name} needs a vector of length {width}"
+        return
+    try:
+        problem = vector_problem(np.load(file, allow_pickle=False))
+    except (OSError, ValueError) as exc:
+        problem = f"not a readable .npy file ({exc})"
+    if problem:
+        yield path, f"{file}: {problem}"
 
 
-def _check_direction(direction: Any, site: Any, width: int, sizes: Any) -> Found:
-    path = ("intervention", "vector", "direction")
+def vector_problem(array: np.ndarray) -> str | None:
+    """Why an array cannot be a steering vector (not real numbers, or not finite), or None."""
+    if array.dtype.kind not in "fiu":
+        return f"holds {array.dtype} values; a vector holds real numbers"
+    bad = ~np.isfinite(array.astype(np.float64))
+    if bad.any():
+        return f"holds {int(bad.sum())} non-finite values (first at index {int(np.argmax(bad))})"
+    return None
+
+
+def _check_direction(direction: Any, path: tuple, site: Any, width: int, sizes: Any) -> Found:
     if width != sizes.d_model:
         yield ("intervention", "hook"), (f"a direction vector lives in the residual stream (d_model {sizes.d_model}); "
                                          f"{site.name} has width {width}")

@@ -3,6 +3,8 @@
 ::
 
     results/<name>/
+      .runner              marker: runner made this folder (JSON: run id, runner version, created)
+      .lock                held (flock) by the run writing here; it names the holder
       spec.yaml            the spec exactly as run
       shards/<task>.nc     one per finished task; a rerun skips the points they hold
       result.nc            the merged dataset
@@ -10,26 +12,33 @@
       vectors/<point>.npy  steer specs: the vector each point added
     results/.cache/trajectories/<key>.npz   generated demonstrations
 
-The driver is the only writer. Every file lands by rename from a temporary
-name, so a killed run leaves whole shards or none, never half of one.
+The driver is the only writer, one run per folder at a time (the lock). Every
+file lands by rename from a temporary name, so a killed run leaves whole shards
+or none, never half of one. runner writes only into folders it made (the marker)
+or empty ones, and ``--fresh`` deletes only what it wrote.
 """
 from __future__ import annotations
 
+import contextlib
+import datetime as _dt
+import fcntl
 import json
 import os
 import shutil
+import socket
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-import numpy as np
-
 from runner.errors import RunnerError
 from runner.ids import content_id
+from runner.results.files import temp_files, write_atomic
+from runner.results.shards import ShardState, read_shards, write_shard
 from runner.spec import parse_spec
 
 RESULTS, MODELS, VECTORS = "results", "models", "vectors"
+MARKER, LOCK = ".runner", ".lock"
 
 
 def results_root(base_dir: str | Path) -> Path:
@@ -78,6 +87,8 @@ class RunFolder:
         self.result_file = self.root / "result.nc"
         self.models_dir = self.root / MODELS
         self.vectors_dir = self.root / VECTORS
+        self.marker = self.root / MARKER
+        self.lock_file = self.root / LOCK
 
     @classmethod
     def named(cls, name: str, base_dir: str | Path) -> RunFolder:
@@ -88,44 +99,104 @@ class RunFolder:
         """Where the model a train point made lives."""
         return (self.root / model_file(coords, "x")).parent
 
-    def prepare(self, plan: Any, fresh: bool = False) -> None:
-        """Create the folder for ``plan``; refuse to mix a different spec into it unless ``fresh``."""
+    @property
+    def outputs(self) -> tuple[Path, ...]:
+        """Everything runner writes here (what ``--fresh`` removes)."""
+        return (self.spec_file, self.shard_dir, self.result_file, self.models_dir, self.vectors_dir, self.marker)
+
+    # ---------------------------------------------------------------- ownership
+
+    def check(self, run_id: str, fresh: bool = False) -> None:
+        """Refuse, before anything is written, a folder this run may not write into (RunnerError, exit 2)."""
         if self.root.exists() and not self.root.is_dir():
             raise RunnerError(f"the run folder {self.root} exists and is not a folder",
                               hint="Give --out a folder path (it is created if missing).")
+        existing = next((p for p in (self.root, *self.root.parents) if p.exists()), Path("/"))
+        try:  # a real write, not os.access: root passes os.access where the filesystem still refuses
+            tempfile.TemporaryFile(dir=existing).close()
+        except OSError as exc:
+            raise RunnerError(f"cannot write the run folder {self.root}: {existing} is not writable "
+                              f"({exc.strerror or exc})", hint="Give --out a folder you can write to.") from None
+        if not self.root.exists() or all(p.name == LOCK for p in self.root.iterdir()):
+            return
+        if not self.marker.is_file() and not (self._legacy(run_id) and not fresh):
+            raise RunnerError(f"{self.root} holds files that runner did not write (it has no {MARKER} marker); "
+                              f"runner writes only into folders it made or empty ones"
+                              + (", and --fresh deletes only what runner wrote" if fresh else ""),
+                              hint="Give --out a new or empty folder.")
+        old = self._previous_run_id()
+        if not fresh and old not in (None, run_id):
+            raise RunnerError(
+                f"{self.root} already holds results of a different spec (run id {old}, this spec's is "
+                f"{run_id}); mixing them would corrupt both.",
+                hint="Rerun with --fresh to discard the old results, or --out DIR to write elsewhere.")
+
+    def _legacy(self, run_id: str) -> bool:
+        """A folder an earlier runner made (before the marker): its spec and shards, the same run."""
+        return self.shard_dir.is_dir() and self.spec_file.is_file() and self._previous_run_id() == run_id
+
+    def _previous_run_id(self) -> str | None:
+        if not self.spec_file.is_file():
+            return None
+        try:
+            return parse_spec(self.spec_file.read_text(), str(self.spec_file)).run_id
+        except (RunnerError, OSError, UnicodeDecodeError):
+            return "(unreadable spec.yaml)"
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the folder's lock for a run; RunnerError (exit 2) naming the holder if another run has it.
+
+        The lock is an flock, so the kernel frees it when its holder dies: a killed run
+        leaves no stale lock behind. If the run stops before ``prepare`` (refused), the
+        folders this call created are removed again: a refused run leaves nothing.
+        """
+        created = [p for p in (self.root, *self.root.parents) if not p.exists()]
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 300, 0).decode(errors="replace").strip() or "another process"
+                created = []  # the folder is the other run's
+                raise RunnerError(f"{self.root} is busy: another run is writing it ({holder})",
+                                  hint="Wait for it to finish, or give --out another folder.") from None
+            since = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {since}".encode(), 0)
+            yield
+        finally:
+            os.close(fd)  # closing releases the flock
+            if created and not self.marker.exists():
+                self.lock_file.unlink(missing_ok=True)
+                for folder in created:  # deepest first
+                    with contextlib.suppress(OSError):
+                        folder.rmdir()
+
+    def prepare(self, plan: Any, fresh: bool = False) -> list[Path]:
+        """Make the folder ready for ``plan`` (call it holding the lock); returns leftover temp files removed."""
+        self.check(plan.run_id, fresh)  # again, now that no other run can change it
         if fresh:
-            for path in (self.shard_dir, self.models_dir, self.vectors_dir, self.result_file, self.spec_file):
+            for path in self.outputs:
                 if path.is_dir():
                     shutil.rmtree(path)
                 elif path.exists():
                     path.unlink()
-        elif self.spec_file.exists():
-            old = _previous_run_id(self.spec_file)
-            if old != plan.run_id:
-                raise RunnerError(
-                    f"{self.root} already holds results of a different spec (run id {old}, this spec's is "
-                    f"{plan.run_id}); mixing them would corrupt both.",
-                    hint="Rerun with --fresh to discard the old results, or --out DIR to write elsewhere.")
+        leftovers = temp_files(self.root)
+        for path in leftovers:
+            path.unlink(missing_ok=True)
         self.shard_dir.mkdir(parents=True, exist_ok=True)
         write_atomic(self.spec_file, plan.loaded.text.encode())
+        created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        write_atomic(self.marker, json.dumps({"run_id": plan.run_id, "created": created}).encode())
+        return leftovers
 
-    def shards(self) -> list[Path]:
-        """Finished shard files, oldest first."""
-        if not self.shard_dir.is_dir():
-            return []
-        return sorted(self.shard_dir.glob("*.nc"), key=lambda p: (p.stat().st_mtime_ns, p.name))
+    # ---------------------------------------------------------------- contents
 
-    def point_status(self) -> dict[str, str]:
-        """point id -> 'ok' or 'failed' over every shard (an ok anywhere wins)."""
-        import xarray as xr
-
-        status: dict[str, str] = {}
-        for shard in self.shards():
-            with xr.open_dataset(shard) as ds:
-                for pid, st in zip(ds["point_id"].values, ds["status"].values):
-                    if status.get(str(pid)) != "ok":
-                        status[str(pid)] = str(st)
-        return status
+    def read_shards(self, repair: bool = False) -> ShardState:
+        """The folder's shards, checked (see ``runner.results.shards.read_shards``)."""
+        return read_shards(self.shard_dir, repair)
 
     def write_files(self, files: dict[str, bytes]) -> None:
         """Write files a task returned (paths relative to the run folder), each atomically."""
@@ -136,73 +207,7 @@ class RunFolder:
             path.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(path, data)
 
-    def write_shard(self, task_id: str, ds: Any) -> Path:
+    def write_shard(self, task_id: str, ds: Any, stamp: dict[str, str]) -> Path:
         path = self.shard_dir / f"{task_id}.nc"
-        write_netcdf(ds, path)
+        write_shard(path, ds, stamp)
         return path
-
-
-def _previous_run_id(spec_file: Path) -> str:
-    try:
-        return parse_spec(spec_file.read_text(), str(spec_file)).run_id
-    except RunnerError:
-        return "(unreadable spec.yaml)"
-
-
-def _umask_mode() -> int:
-    """The mode an ordinary new file gets (mkstemp makes 0600 files; results are meant to be shared)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-@contextmanager
-def _atomic(path: Path) -> Iterator[str]:
-    """A temporary name beside ``path``: renamed onto it (with the umask's mode) if the block succeeds."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        yield tmp
-        os.chmod(tmp, _umask_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write bytes to ``path`` through a temporary file and a rename."""
-    with _atomic(path) as tmp:
-        Path(tmp).write_bytes(data)
-
-
-def write_netcdf(ds: Any, path: Path) -> None:
-    """``ds.to_netcdf`` through a temporary file and a rename, with string variables as text."""
-    encoding = {name: {"dtype": str} for name, var in ds.variables.items() if var.dtype == object}
-    with _atomic(path) as tmp:
-        ds.to_netcdf(tmp, engine="netcdf4", encoding=encoding)
-
-
-def json_attr(value: Any) -> str:
-    """netCDF attrs cannot hold dicts, None or bool: store them as JSON text."""
-    return json.dumps(value, sort_keys=True, default=str)
-
-
-def coord_values(values: list[Any]) -> np.ndarray:
-    """Sweep values as a netCDF-friendly coordinate: the values themselves where netCDF can hold them.
-
-    Numbers and booleans stay numbers and booleans; a mix of scalars becomes their text
-    (``position: [all, last, 0]`` -> ``"all", "last", "0"``); lists and mappings become JSON text.
-    """
-    if all(isinstance(v, bool) for v in values):
-        return np.array(values, dtype=bool)
-    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-        return np.array(values, dtype=np.int64)
-    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-        return np.array(values, dtype=np.float64)
-    def text(v: Any) -> str:
-        if v is None or isinstance(v, (bool, int, float, str)):
-            return "none" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
-        return json.dumps(v, sort_keys=True)
-
-    return np.array([text(v) for v in values], dtype=object)

@@ -1,19 +1,15 @@
 """Shards (datasets over ``point``) -> one Dataset over the sweep dims, with provenance."""
 from __future__ import annotations
 
-import datetime as _dt
-import hashlib
-import subprocess
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
 
 from runner.plan import Plan
-from runner.results.folder import coord_values, json_attr
-
-PACKAGES = ("torch", "transformer_lens", "ray", "minigrid", "xarray", "numpy", "pydantic")
+from runner.results.files import coord_values
+from runner.results.provenance import provenance
+from runner.results.shards import read_shard
 
 
 def combine_shards(shards: list[Path], plan: Plan) -> xr.Dataset:
@@ -24,7 +20,7 @@ def combine_shards(shards: list[Path], plan: Plan) -> xr.Dataset:
     by the index a shard was written under) keeps records right when a spec's axes
     are reordered or two grid points are the same computation.
     """
-    parts = [xr.load_dataset(s).rename({"point": "record"}).drop_vars("record") for s in shards]
+    parts = [read_shard(s).rename({"point": "record"}).drop_vars("record") for s in shards]
     names = {name for part in parts for name in part.data_vars}
     for i, part in enumerate(parts):  # a task whose points all failed lacks the metric variables
         for name in sorted(names - set(part.data_vars)):
@@ -79,43 +75,6 @@ def _position_roles(plan: Plan) -> np.ndarray | None:
     if roles is None:
         return None
     return np.array([roles[v] for v in member.values], dtype=object)
-
-
-def provenance(plan: Plan, executor: str, device: str) -> dict[str, str]:
-    """The attrs every result carries: spec, versions, git state, time, executor, device."""
-    text = plan.loaded.text
-    attrs = {
-        "spec_yaml": text,
-        "spec_sha256": hashlib.sha256(text.encode()).hexdigest(),
-        "run_id": plan.run_id,
-        "name": plan.spec.name,
-        "description": plan.spec.description,
-        "runner_version": _version("runner"),
-        "git_commit": _git(plan.base_dir, "rev-parse", "HEAD"),
-        "git_dirty": json_attr(bool(_git(plan.base_dir, "status", "--porcelain", "--untracked-files=no"))),
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "executor": executor,
-        "device": device,
-        "sweep_dims": json_attr(plan.dims),
-    }
-    for package in PACKAGES:
-        attrs[f"{package}_version"] = _version(package)
-    return attrs
-
-
-def _version(package: str) -> str:
-    try:
-        return metadata.version(package.replace("_", "-"))
-    except metadata.PackageNotFoundError:
-        return "unknown"
-
-
-def _git(cwd: Path, *args: str) -> str:
-    try:
-        done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    return done.stdout.strip() if done.returncode == 0 else ""
 
 
 def merge(shards: list[Path], plan: Plan, executor: str) -> xr.Dataset:

@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path as FsPath
 from typing import Any
@@ -94,9 +95,20 @@ def parse_spec(text: str, file: str = "<string>") -> LoadedSpec:
         spec = cls.model_validate(located.data)
     except ValidationError as exc:
         raise RunnerError(problems_from(exc, located, cls)) from None
-    axes = tuple(parse_sweep(located))
+    axes = tuple(parse_sweep(located, spec.execution.max_points))
+    check_grid_size(located, axes, spec.execution.max_points)
     _check_axes(located, axes, cls)
     return LoadedSpec(spec, text, file, located, axes)
+
+
+def check_grid_size(located: Located, axes: tuple[Axis, ...], limit: int) -> None:
+    """Refuse a grid of more than ``limit`` points before anything is expanded (a typo can mean days of work)."""
+    size = math.prod(len(a) for a in axes)
+    if size > limit:
+        shape = " x ".join(f"{a.dim}={len(a)}" for a in axes)
+        raise RunnerError(located.problem(("sweep",), f"the grid has {size:,} points ({shape}), more than "
+                                                      f"execution.max_points ({limit:,}); raise it if you mean it",
+                                          key=True))
 
 
 def _check_axes(located: Located, axes: tuple[Axis, ...], cls: type[SpecBase]) -> None:
@@ -151,15 +163,18 @@ def _value_problems(exc: ValidationError, located: Located, member: Member, inde
     return out
 
 
-def point_identity(spec: SpecBase) -> str:
-    """The content id of one resolved grid point: what it computes, defaults left out.
+def point_identity(spec: SpecBase, reads: dict[str, Any] | None = None) -> str:
+    """The content id of one resolved grid point: what it computes, and the content of what it reads.
 
     Defaults are left out so that a field added to the schema later keeps old runs
     resumable (writing a default explicitly is the same computation as leaving it out).
+    ``reads`` holds the digests of the files and generated data the point reads.
     """
-    return content_id(spec.model_dump(mode="json", exclude=IDENTITY_EXCLUDES, exclude_defaults=True))
+    identity = spec.model_dump(mode="json", exclude=IDENTITY_EXCLUDES, exclude_defaults=True)
+    return content_id([identity, reads] if reads else identity)
 
 
 __all__ = ["AgentArchitecture", "EvalOptions", "Execution", "LoadedSpec", "Source", "Spec", "SpecBase", "Strict",
-           "TrainOptions", "TrainSpec", "load_spec", "parse_spec", "point_identity", "resolve_path", "spec_kinds",
+           "TrainOptions", "TrainSpec", "check_grid_size", "load_spec", "parse_spec", "point_identity", "resolve_path",
+           "spec_kinds",
            *_interventions.__all__, *_sources.__all__]

@@ -12,13 +12,13 @@ from pydantic import (
 
 from runner.envs.actions import ACTIONS, ActionName  # noqa: F401  (re-exported: the spec names actions)
 
-SLUG = r"^[a-z0-9][a-z0-9_-]*$"
+SLUG = r"^[a-z0-9][a-z0-9_-]*$"   # a whole string: pydantic's (Rust) $ never matches before a final newline
 
 
 class Strict(BaseModel):
-    """A spec model: unknown keys are errors, types are not coerced, instances are immutable."""
+    """A spec model: unknown keys are errors, types are not coerced, numbers are finite, instances are immutable."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
 class Source(Strict):

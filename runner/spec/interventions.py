@@ -18,17 +18,6 @@ class FileVector(Source):
     file: str = Field(description="A .npy file holding one vector as long as the hooked activation's last dim.")
 
 
-class RandomVectorOptions(Strict):
-    seed: int | None = Field(None, ge=0, description="Seed of the direction; default: the spec's seed.")
-    norm: Literal["match"] | Annotated[float, Field(gt=0)] | None = Field(
-        None, description="Unit norm when absent; a number; or 'match': the mean activation norm at the site over the data."
-    )
-
-
-class RandomVector(Source):
-    random: RandomVectorOptions = Field(description="A seeded random direction (a control for learned vectors).")
-
-
 class MissionSelect(Source):
     mission: str = Field(description="Agents: the samples of the spec's data whose mission is exactly this.")
 
@@ -83,6 +72,22 @@ class DirectionOptions(Strict):
 class DirectionVector(Source):
     direction: DirectionOptions = Field(description="Difference of two unembedding directions (W_U columns): "
                                                     "pushes the readout toward one action or token.")
+
+
+class NormLike(Strict):
+    like: one_of("vector", FileVector, ContrastVector, DirectionVector) = Field(  # type: ignore[valid-type]
+        description="Another vector source: the random vector gets its norm (a control of the same size).")
+
+
+class RandomVectorOptions(Strict):
+    seed: int | None = Field(None, ge=0, description="Seed of the direction; default: the spec's seed.")
+    norm: Literal["match"] | Annotated[float, Field(gt=0)] | NormLike | None = Field(
+        None, description="Unit norm when absent; a number; 'match': the mean norm of the activation at the site, "
+                          "head and positions steered, over the data; or {like: <vector source>}: that vector's norm.")
+
+
+class RandomVector(Source):
+    random: RandomVectorOptions = Field(description="A seeded random direction (a control for learned vectors).")
 
 
 VectorSource = one_of("vector", FileVector, RandomVector, ContrastVector, DirectionVector)
@@ -175,7 +180,7 @@ class Patch(Addressed):
 
 Intervention = Annotated[Union[Steer, Scale, Ablate, Patch], Field(discriminator="kind")]
 
-__all__ = ["FileVector", "RandomVectorOptions", "RandomVector", "MissionSelect", "WordSelect", "ViewSelect",
+__all__ = ["NormLike", "FileVector", "RandomVectorOptions", "RandomVector", "MissionSelect", "WordSelect", "ViewSelect",
            "ContrastOptions", "ContrastVector", "DirectionOptions", "DirectionVector", "SymbolicPosition",
            "Addressed", "Steer", "Scale", "Ablate", "CellEdit", "SameOptions", "SameData", "Patch", "ContrastSide",
            "VectorSource", "Position", "PatchSource", "Intervention"]

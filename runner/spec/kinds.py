@@ -28,6 +28,8 @@ class Execution(Strict):
     cpus_per_task: int = Field(1, ge=1, description="CPUs per task; also the torch thread count of a task.")
     points_per_task: int | Literal["auto"] = Field("auto", description="Grid points one task runs; auto picks a chunk size.")
     max_retries: int = Field(2, ge=0, description="ray: retries of a task whose worker died.")
+    max_points: int = Field(10_000_000, ge=1, description="Refuse a grid of more points than this (a guard against "
+                                                          "a typo that would run for days); raise it if you mean it.")
 
     @field_validator("points_per_task")
     @classmethod
@@ -58,7 +60,7 @@ class SpecBase(Strict):
     @field_validator("name")
     @classmethod
     def _slug(cls, name: str) -> str:
-        if not re.match(SLUG, name):
+        if not re.fullmatch(SLUG[1:-1], name):  # Python's $ would accept a trailing newline
             raise ValueError("a name is a slug: lowercase letters, digits, '-' and '_', starting with a letter or digit")
         return name
 

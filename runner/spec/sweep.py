@@ -11,6 +11,7 @@ An axis is written as one of::
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,7 +66,7 @@ def set_path(node: Any, path: Path, value: Any) -> Any:
     return copy
 
 
-def parse_sweep(located: Located) -> list[Axis]:
+def parse_sweep(located: Located, limit: int) -> list[Axis]:
     """The axes of a spec's ``sweep:`` mapping, in the order written."""
     sweep = located.data.get("sweep") if isinstance(located.data, dict) else None
     if not sweep:
@@ -76,29 +77,29 @@ def parse_sweep(located: Located) -> list[Axis]:
     for key, spec in sweep.items():
         where = ("sweep", key)
         if key == "zip":
-            axes.append(_parse_zip(located, spec, where))
+            axes.append(_parse_zip(located, spec, where, limit))
         else:
-            member = _parse_member(located, str(key), spec, where)
+            member = _parse_member(located, str(key), spec, where, limit)
             axes.append(Axis(member.name, (member,)))
     _check_names(located, axes)
     return axes
 
 
-def _parse_zip(located: Located, spec: Any, where: Path) -> Axis:
+def _parse_zip(located: Located, spec: Any, where: Path, limit: int) -> Axis:
     if not isinstance(spec, list) or len(spec) < 2 or not all(isinstance(m, dict) and len(m) == 1 for m in spec):
         raise RunnerError(located.problem(where, "zip expects a list of at least two single-key mappings, "
                                                  "e.g. [{intervention.layer: [0, 1]}, {seed: [3, 4]}]"))
     members = []
     for i, item in enumerate(spec):
         (key, axis), = item.items()
-        members.append(_parse_member(located, str(key), axis, where + (i, key)))
+        members.append(_parse_member(located, str(key), axis, where + (i, key), limit))
     lengths = [len(m.values) for m in members]
     if len(set(lengths)) > 1:
         raise RunnerError(located.problem(where, f"zipped axes must have equal lengths, got {lengths}"))
     return Axis(members[0].name, tuple(members))
 
 
-def _parse_member(located: Located, key: str, spec: Any, where: Path) -> Member:
+def _parse_member(located: Located, key: str, spec: Any, where: Path, limit: int) -> Member:
     path = parse_path(key)
     if path[0] in _UNSWEEPABLE:
         raise RunnerError(located.problem(where, f"{path[0]!r} cannot be swept", key=True))
@@ -115,7 +116,7 @@ def _parse_member(located: Located, key: str, spec: Any, where: Path) -> Member:
         name = spec.get("name", name)
         if not isinstance(name, str) or not name.isidentifier():
             raise RunnerError(located.problem(where + ("name",), f"a dim name must be an identifier, got {name!r}"))
-        values = _generate(located, given[0], spec[given[0]], where + (given[0],))
+        values = _generate(located, given[0], spec[given[0]], where + (given[0],), limit)
     else:
         raise RunnerError(located.problem(where, f"expected a list of values or a mapping like {{linspace: [a, b, n]}}, got {spec!r}"))
     if len(values) == 0:
@@ -127,22 +128,35 @@ def _number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
-def _generate(located: Located, kind: str, args: Any, where: Path) -> list[Any]:
+def _generate(located: Located, kind: str, args: Any, where: Path, limit: int) -> list[Any]:
     if kind == "values":
         if not isinstance(args, list):
             raise RunnerError(located.problem(where, f"values expects a list, got {args!r}"))
         return args
     if kind in ("linspace", "logspace"):
-        ok = isinstance(args, list) and len(args) == 3 and all(_number(a) for a in args[:2]) \
+        ok = isinstance(args, list) and len(args) == 3 and all(_number(a) and math.isfinite(a) for a in args[:2]) \
             and isinstance(args[2], int) and not isinstance(args[2], bool) and args[2] >= 1
         if not ok:
-            raise RunnerError(located.problem(where, f"{kind} expects [start, stop, count] with count a positive integer, got {args!r}"))
+            raise RunnerError(located.problem(where, f"{kind} expects [start, stop, count], start and stop finite "
+                                                     f"numbers and count a positive integer, got {args!r}"))
+        _check_length(located, where, args[2], limit)
         fn = np.linspace if kind == "linspace" else np.logspace
-        return [float(v) for v in fn(float(args[0]), float(args[1]), args[2], dtype=np.float64)]
+        with np.errstate(over="ignore"):
+            values = fn(float(args[0]), float(args[1]), args[2], dtype=np.float64)
+        if not np.isfinite(values).all():
+            raise RunnerError(located.problem(where, f"{kind} {args!r} overflows float64: some values would be infinite"))
+        return [float(v) for v in values]
     ok = isinstance(args, list) and len(args) in (2, 3) and all(isinstance(a, int) and not isinstance(a, bool) for a in args)
     if not ok or (len(args) == 3 and args[2] == 0):
         raise RunnerError(located.problem(where, f"range expects integers [start, stop] or [start, stop, step] (step not 0), got {args!r}"))
+    _check_length(located, where, len(range(*args)), limit)
     return list(range(*args))
+
+
+def _check_length(located: Located, where: Path, length: int, limit: int) -> None:
+    if length > limit:
+        raise RunnerError(located.problem(where, f"this axis has {length:,} values, more than the grid limit "
+                                                 f"execution.max_points ({limit:,}); raise it if you mean it"))
 
 
 def _check_names(located: Located, axes: list[Axis]) -> None:

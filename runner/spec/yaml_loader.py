@@ -2,7 +2,9 @@
 
 Only YAML's plain data types are constructed: tags that build objects
 (``!!python/object`` and friends, or any custom tag) are refused, and so are
-duplicate keys, which PyYAML would otherwise silently overwrite.
+duplicate keys, which PyYAML would otherwise silently overwrite. Input is
+bounded: a spec file holds at most ``MAX_BYTES``, nests at most ``MAX_DEPTH``
+deep and expands (aliases included) to at most ``MAX_NODES`` values.
 """
 from __future__ import annotations
 
@@ -14,6 +16,10 @@ import yaml
 from runner.errors import Problem, RunnerError
 
 Path = tuple  # a path into the data: keys and list indices
+
+MAX_BYTES = 4 * 2**20       # a spec is text a person writes; token lists included, 4 MiB is ample
+MAX_DEPTH = 40              # mappings and lists inside each other
+MAX_NODES = 1_000_000       # values built, aliases expanded (a "billion laughs" file stops here)
 
 _PLAIN_TAGS = {
     "tag:yaml.org,2002:str",
@@ -65,18 +71,31 @@ def dotted(path: Path) -> str:
 
 def load_yaml(text: str, file: str = "<string>") -> Located:
     """Parse ``text`` as YAML into plain data with positions; raise RunnerError on bad input."""
-    loader = yaml.SafeLoader(text)
+    if len(text) > MAX_BYTES:
+        raise RunnerError(Problem(f"the spec is {len(text):,} characters long; a spec holds at most {MAX_BYTES:,} "
+                                  "(put large data in a file: data: {file: ...})", file))
+    loader = None
     try:
+        loader = yaml.SafeLoader(text)  # checks every character: control characters are refused here
         node = loader.get_single_node()
+    except RecursionError:
+        raise RunnerError(Problem(f"the spec nests mappings or lists more than {MAX_DEPTH} deep", file)) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
         msg = " ".join(s for s in (exc.context, exc.problem) if s) or str(exc)
         raise RunnerError(Problem(f"YAML syntax error: {msg}", file, line, col)) from None
+    except yaml.reader.ReaderError as exc:  # a NUL byte or another control character
+        line = text.count("\n", 0, exc.position) + 1
+        col = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        code = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        raise RunnerError(Problem(f"character U+{code:04X} is not allowed in a spec (control characters and "
+                                  "NUL bytes are refused)", file, line, col)) from None
     except yaml.YAMLError as exc:
-        raise RunnerError(Problem(f"YAML syntax error: {exc}", file)) from None
+        raise RunnerError(Problem(f"YAML syntax error: {' '.join(str(exc).split())}", file)) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     located = Located(None, file)
     if node is None:
         raise RunnerError(Problem("the spec is empty: expected a mapping with name, model, data, ...", file, 1, 1))
@@ -85,6 +104,11 @@ def load_yaml(text: str, file: str = "<string>") -> Located:
 
 
 def _build(node: yaml.Node, path: Path, loader: yaml.SafeLoader, out: Located, inside: frozenset) -> Any:
+    if len(path) > MAX_DEPTH:
+        raise RunnerError(out.problem(path[:MAX_DEPTH], f"the spec nests mappings or lists more than {MAX_DEPTH} deep"))
+    if len(out.values) >= MAX_NODES:
+        raise RunnerError(out.problem(path, f"the spec expands to more than {MAX_NODES:,} values "
+                                            "(aliases are expanded where they are used)"))
     out.values[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
     if id(node) in inside:
         raise RunnerError(out.problem(path, "this alias refers to a mapping or list that contains it"))

@@ -1,0 +1,85 @@
+"""Shards: one netCDF file per finished task, stamped with what computed it and a checksum of its data.
+
+A shard that cannot be read, or whose data no longer matches its checksum, is
+*damaged*: ``read_shards`` reports it, and (``repair=True``, what ``runner run``
+does) moves it aside as ``<name>.damaged`` so that its points are computed again.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runner.results.files import write_netcdf
+
+DAMAGED = ".damaged"
+
+
+def checksum(ds: Any) -> str:
+    """sha256 over every variable's name, dims, dtype and values (strings as text): what a shard must still hold."""
+    digest = hashlib.sha256()
+    for name in sorted(ds.variables):
+        var = ds.variables[name]
+        values = np.asarray(var.values)
+        text = values.dtype.kind in "OUS"  # object arrays of str come back from netCDF as <U: the same text
+        data = "\x00".join(values.astype(str).ravel()).encode() if text else np.ascontiguousarray(values).tobytes()
+        digest.update(repr((name, var.dims, values.shape, "text" if text else values.dtype.str)).encode())
+        digest.update(data)
+    return digest.hexdigest()
+
+
+def write_shard(path: Path, ds: Any, stamp: dict[str, str]) -> None:
+    """Write a task's dataset with the run's stamp (run id, runner version ...) and its checksum."""
+    ds = ds.copy()
+    ds.attrs = {**ds.attrs, **stamp, "checksum": checksum(ds)}
+    write_netcdf(ds, path)
+
+
+def read_shard(path: Path) -> Any:
+    """A shard's dataset, loaded; ValueError if it cannot be read or its data fails its checksum."""
+    import xarray as xr
+
+    try:
+        ds = xr.load_dataset(path)
+    except Exception as exc:  # netCDF4 and HDF5 raise many types for truncated or foreign files
+        raise ValueError(f"unreadable ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+    expected = ds.attrs.get("checksum")
+    if expected is not None and expected != checksum(ds):
+        raise ValueError("its data no longer matches its checksum")
+    if "point_id" not in ds or "status" not in ds:
+        raise ValueError("not a shard (no point_id or status)")
+    return ds
+
+
+@dataclass
+class ShardState:
+    """What the shards of a run folder hold."""
+
+    shards: list[Path] = field(default_factory=list)                 # readable shards, oldest first
+    status: dict[str, str] = field(default_factory=dict)             # point id -> ok / failed (an ok wins)
+    damaged: list[tuple[Path, str]] = field(default_factory=list)    # (shard, why)
+    versions: set[str] = field(default_factory=set)                  # runner versions that computed them
+
+
+def read_shards(shard_dir: Path, repair: bool = False) -> ShardState:
+    """Every shard of a folder, checked; damaged ones reported (and with ``repair``, moved aside)."""
+    state = ShardState()
+    if not shard_dir.is_dir():
+        return state
+    for path in sorted(shard_dir.glob("*.nc"), key=lambda p: (p.stat().st_mtime_ns, p.name)):
+        try:
+            ds = read_shard(path)
+        except ValueError as exc:
+            state.damaged.append((path, str(exc)))
+            if repair:
+                path.replace(path.with_name(path.name + DAMAGED))
+            continue
+        state.shards.append(path)
+        state.versions.add(f"{ds.attrs.get('runner_version', '?')} ({ds.attrs.get('runner_commit', '') or 'no commit'})")
+        for pid, st in zip(ds["point_id"].values, ds["status"].values):
+            if state.status.get(str(pid)) != "ok":
+                state.status[str(pid)] = str(st)
+    return state
