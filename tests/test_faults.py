@@ -329,3 +329,19 @@ def test_a_full_disk_stops_the_run_with_exit_3(project):
         assert list((disk / "run" / "shards").glob("*.nc")), "the shards that fitted are kept"
     finally:
         subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_status_says_when_shards_come_from_different_runners(project):
+    import xarray as xr
+
+    from runner.results.shards import write_shard
+
+    spec = write_spec(project, BASE_SPEC.replace("execution: {executor: local}", "execution: {points_per_task: 3}"))
+    runner.run(spec)
+    shard = sorted((project / "results" / "base" / "shards").glob("*.nc"))[0]
+    ds = xr.load_dataset(shard)
+    stamp = {k: v for k, v in ds.attrs.items() if k != "checksum"} | {"runner_version": "0.0.9", "runner_commit": "abc"}
+    ds.attrs = {}
+    write_shard(shard, ds, stamp)  # what an older runner wrote
+    status = cli("status", "base", cwd=project)
+    assert status.returncode == 0 and "computed by 2 runner versions: 0.0.9 (abc)" in status.stdout, status.stdout
