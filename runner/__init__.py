@@ -24,8 +24,8 @@ def compile_plan(spec: str | Path, **kwargs: Any) -> Any:
     """The Plan of a spec file: its grid points, coordinates and tasks, every check made. Writes nothing.
 
     >>> plan = runner.compile_plan("specs/tiny.yaml")
-    >>> plan.dims, len(plan.points)
-    (['coefficient', 'layer'], 6)
+    >>> plan.dims, len(plan), plan.point(0).coords
+    (['coefficient', 'layer'], 6, {'coefficient': -2.0, 'layer': 0})
     """
     from runner.plan import compile_plan as _compile
 

@@ -61,7 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("run", help="run a spec; a rerun resumes from finished shards")
     p.add_argument("spec", metavar="SPEC")
     p.add_argument("--executor", choices=["local", "ray"], help="override execution.executor")
-    p.add_argument("--address", metavar="ADDR", help="Ray cluster address (ray executor)")
+    p.add_argument("--address", metavar="ADDR", help="Ray cluster address (ray executor; default: execution.address, then $RAY_ADDRESS, "
+                        "else a local Ray started for the run)")
     p.add_argument("--out", metavar="DIR", help="run folder instead of results/<name>/")
     p.add_argument("--fresh", action="store_true", help="discard earlier results in the run folder")
     p.set_defaults(func=cmd_run)
@@ -87,7 +88,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             errors.append(exc)
             print(f"error: {exc}", file=sys.stderr)
             continue
-        print(f"{spec}: ok ({len(plan.points)} point{'' if len(plan.points) == 1 else 's'})")
+        print(f"{spec}: ok ({len(plan)} point{'' if len(plan) == 1 else 's'})")
         for note in plan.notes:
             print(f"  note: {note}")
     return 2 if errors else 0
@@ -119,7 +120,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from runner.execute.driver import execute
 
     outcome = execute(plan, executor=args.executor, address=args.address, fresh=args.fresh)
-    total = len(plan.points)
+    total = len(plan)
     print(f"wrote {outcome.folder.result_file}  ({total - len(outcome.failed)} of {total} points ok)")
     for line in undefined_counts(outcome.dataset):
         print(f"  {line}")
@@ -127,8 +128,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         _print_training_summary(outcome.dataset, plan)
     if outcome.failed:
         print(f"{len(outcome.failed)} of {total} points failed:", file=sys.stderr)
-        for point, message in outcome.failed[:20]:
-            where = ", ".join(f"{k}={v!r}" for k, v in point.coords.items()) or "(the only point)"
+        for coords, message in outcome.failed[:20]:
+            where = ", ".join(f"{k}={v!r}" for k, v in coords.items()) or "(the only point)"
             print(f"  {where}: {message}", file=sys.stderr)
         if len(outcome.failed) > 20:
             print(f"  ... and {len(outcome.failed) - 20} more (see the error variable)", file=sys.stderr)
@@ -154,9 +155,10 @@ def _print_training_summary(ds, plan) -> None:
     """Success of each trained agent on the evaluation seeds, beside a random policy's."""
     success = ds["success"].mean("episode")
     random = ds["random_success"].mean("episode")
-    for point in plan.points:
-        where = {k: v for k, v in point.coords.items() if k in success.dims}
-        label = ", ".join(f"{k}={v}" for k, v in point.coords.items()) or plan.spec.name
+    for index in range(len(plan)):
+        coords = plan.coords_of(index)
+        where = {k: v for k, v in coords.items() if k in success.dims}
+        label = ", ".join(f"{k}={v}" for k, v in coords.items()) or plan.spec.name
         print(f"  {label}: success {float(success.sel(where)):.1%} over {ds.sizes['episode']} unseen episodes "
               f"(random policy {float(random.sel(where)):.1%})")
 
@@ -194,18 +196,18 @@ def cmd_status(args: argparse.Namespace) -> int:
     plan = compile_plan(run.spec_file, out=folder)
     shards = run.read_shards()
     status = shards.status
-    ok = sum(status.get(p.id) == "ok" for p in plan.points)
-    failed = sum(status.get(p.id) == "failed" for p in plan.points)
-    pending = len(plan.points) - ok - failed
+    ok = sum(status.get(pid) == "ok" for pid in plan.ids)
+    failed = sum(status.get(pid) == "failed" for pid in plan.ids)
+    pending = len(plan) - ok - failed
     state = "complete" if run.result_file.is_file() and pending == 0 else "incomplete"
-    print(f"{folder}: {state}\n  finished {ok}\n  failed   {failed}\n  pending  {pending}\n  total    {len(plan.points)}")
+    print(f"{folder}: {state}\n  finished {ok}\n  failed   {failed}\n  pending  {pending}\n  total    {len(plan)}")
     for path, why in shards.damaged:
         print(f"damaged shard {path.name}: {why} (its points are pending; `runner run` computes them again)")
     if len(shards.versions) > 1:
         print(f"computed by {len(shards.versions)} runner versions: {', '.join(sorted(shards.versions))}")
     if failed:
         print("failed points:")
-        for p in plan.points:
-            if status.get(p.id) == "failed":
-                print("  " + (", ".join(f"{k}={v!r}" for k, v in p.coords.items()) or "(the only point)"))
+        for index, pid in enumerate(plan.ids):
+            if status.get(pid) == "failed":
+                print("  " + (", ".join(f"{k}={v!r}" for k, v in plan.coords_of(index).items()) or "(the only point)"))
     return 0

@@ -72,7 +72,7 @@ def test_norm_like_gives_a_random_vector_another_vectors_norm(project):
     control = float(np.linalg.norm(vector)) * random_unit(3, 32)
     expected = steered_last_logits(model, "blocks.1.hook_resid_pre", 1.0 * control, None)
     np.testing.assert_allclose(ds.logits.sel(coefficient=1.0, layer=1).values, expected.numpy(), atol=1e-5)
-    saved = np.load(project / "results" / "base" / "vectors" / "coefficient=1.0,layer=1.npy")
+    saved = np.load(project / "results" / "base" / "vectors" / f"{ds.vector_id.sel(coefficient=1.0, layer=1).item()}.npy")
     np.testing.assert_allclose(np.linalg.norm(saved), np.linalg.norm(vector), rtol=1e-6)
 
 
@@ -148,13 +148,15 @@ def test_direction_vector_is_the_unembedding_difference(project):
     assert float(diff.sel(coefficient=1.0, layer=1)) > float(diff.sel(coefficient=-1.0, layer=1))
 
 
-def test_the_vector_of_every_point_is_saved_in_the_run_folder(project):
+def test_each_distinct_vector_is_saved_once_and_named_by_a_coordinate(project):
     spec = write_spec(project, BASE_SPEC.replace("{random: {seed: 0}}", "{random: {seed: 0, norm: match}}"))
-    runner.run(spec)
+    ds = runner.run(spec)
     folder = project / "results" / "base" / "vectors"
-    assert sorted(p.name for p in folder.iterdir()) == sorted(
-        f"coefficient={c},layer={layer}.npy" for c in (-1.0, 0.0, 1.0) for layer in (0, 1))
-    v0, v1 = np.load(folder / "coefficient=1.0,layer=0.npy"), np.load(folder / "coefficient=1.0,layer=1.npy")
+    assert ds.vector_id.dims == ("coefficient", "layer") and "vector_id" in ds.coords
+    ids = ds.vector_id.values
+    assert (ids == ids[:1]).all() and ids[0, 0] != ids[0, 1], "one vector per layer, whatever the coefficient"
+    assert sorted(p.name for p in folder.iterdir()) == sorted(f"{i}.npy" for i in ids[0])
+    v0, v1 = (np.load(folder / f"{ds.vector_id.sel(coefficient=1.0, layer=layer).item()}.npy") for layer in (0, 1))
     model = runner.load_model(spec)
     with torch.inference_mode():
         _, cache = model.run_with_cache(tokens())

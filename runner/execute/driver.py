@@ -7,13 +7,16 @@
 """
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from runner.errors import EnvironmentFault, RunnerError
 from runner.execute.progress import Progress
-from runner.plan import Plan, Point
+from runner.plan import Plan
 from runner.results.files import write_netcdf
 from runner.results.folder import RunFolder
 from runner.results.provenance import shard_stamp
@@ -21,15 +24,15 @@ from runner.results.provenance import shard_stamp
 
 @dataclass
 class Outcome:
-    """What a run produced: the merged dataset, where it is, and the points that failed."""
+    """What a run produced: the merged dataset, where it is, and the coordinates and message of each failed point."""
 
     dataset: Any
     folder: RunFolder
-    failed: list[tuple[Point, str]]
+    failed: list[tuple[dict[str, Any], str]]
 
 
 def make_executor(kind: str, plan: Plan, address: str | None) -> Any:
-    """The executor named ``kind`` (local or ray), not yet entered."""
+    """The executor named ``kind`` (local or ray), not yet entered (Ray takes the files to ship to workers)."""
     if kind == "local":
         from runner.execute.local import LocalExecutor
 
@@ -37,7 +40,7 @@ def make_executor(kind: str, plan: Plan, address: str | None) -> Any:
     if kind == "ray":
         from runner.execute.ray_executor import RayExecutor
 
-        return RayExecutor(plan.spec.execution, address)
+        return RayExecutor(plan.spec.execution, address, plan.input_files())
     raise RunnerError(f"unknown executor {kind!r}: expected local or ray")
 
 
@@ -55,9 +58,13 @@ def execute(plan: Plan, *, executor: str | None = None, address: str | None = No
     """
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     kind = executor or plan.spec.execution.executor
-    address = address or plan.spec.execution.address
+    address = address or plan.spec.execution.address or (os.environ.get("RAY_ADDRESS") if kind == "ray" else None)
     folder = RunFolder(plan.out_dir)
-    folder.check(plan.run_id, fresh)
+    folder.check(plan.run_id, fresh, plan.loaded.text)
+    finished = None if fresh else _finished(plan, folder)
+    if finished is not None:  # nothing to compute: no torch, no ray, no shard read
+        log(f"{folder.root}: all {len(plan)} points already done")
+        return _outcome(finished, plan, folder)
     with folder.locked():
         plan.check_deferred()
         with make_executor(kind, plan, address) as ex:
@@ -78,30 +85,53 @@ def _run_guarded(plan: Plan, folder: RunFolder, ex: Any, kind: str, fresh: bool,
 
 
 def _run(plan: Plan, folder: RunFolder, ex: Any, kind: str, fresh: bool, log) -> Outcome:
+    from runner.results.merge import Merger
+
     for path in folder.prepare(plan, fresh=fresh):
         log(f"removed a temporary file a stopped run left: {path}")
-    state = folder.read_shards(repair=True)
+    merger = Merger(plan)
+    state = folder.read_shards(repair=True, each=merger.add)
     for path, why in state.damaged:
         log(f"shard {path.name} is damaged ({why}): moved aside as {path.name}.damaged; its points run again")
-    remaining = [p for p in plan.points if state.status.get(p.id) != "ok"]
-    resumed = len(plan.points) - len(remaining)
-    tasks = plan.chunk(remaining)
-    if resumed:
-        log(f"resuming {folder.root}: {resumed} of {len(plan.points)} points already done")
-    log(f"running {plural(len(remaining), 'point')} in {plural(len(tasks), 'task')} on {ex.describe()}")
+    remaining = [int(i) for i in np.flatnonzero(merger.status != "ok")]
+    if len(remaining) < len(plan):
+        log(f"resuming {folder.root}: {len(plan) - len(remaining)} of {len(plan)} points already done")
+    log(f"running {plural(len(remaining), 'point')} in {plural(plan.n_tasks(len(remaining)), 'task')} "
+        f"on {ex.describe()}")
     progress, stamp = Progress(len(remaining)), shard_stamp(plan)
-    for task, result in ex.map(tasks):
+    for task, result in ex.map(plan.tasks(remaining)):
         folder.write_files(result.files)  # before the shard: a finished shard implies its files exist
         folder.write_shard(task.id, result.dataset, stamp)
-        progress.update(len(task.points), int((result.dataset["status"].values != "ok").sum()))
-    from runner.results.merge import merge
-
-    dataset = merge(folder.read_shards().shards, plan, kind)
+        merger.add(result.dataset)
+        progress.update(len(task.points), int((result.dataset["status"].values != "ok").sum()),
+                        result.dataset.attrs.get("node"))
+    dataset = merger.dataset(kind)
     write_netcdf(dataset, folder.result_file)
-    by_index = {p.index: p for p in plan.points}
-    flat_status = dataset["status"].values.reshape(-1)
-    flat_error = dataset["error"].values.reshape(-1)
-    failed = [(by_index[i], str(flat_error[i])) for i in range(len(plan.points)) if flat_status[i] != "ok"]
+    return _outcome(dataset, plan, folder)
+
+
+def _finished(plan: Plan, folder: RunFolder) -> Any:
+    """The result of a run that has nothing left to compute (every point ok, the same ids), else None."""
+    if not folder.result_file.is_file():
+        return None
+    import xarray as xr
+
+    try:
+        with xr.open_dataset(folder.result_file) as ds:
+            if ds.attrs.get("run_id") != plan.run_id or "point_id" not in ds:
+                return None
+            ids = ds["point_id"].values.reshape(-1).tolist()
+            if ids != plan.ids or not (ds["status"].values == "ok").all():
+                return None
+            return ds.load()
+    except Exception:  # an unreadable result is written again
+        return None
+
+
+def _outcome(dataset: Any, plan: Plan, folder: RunFolder) -> Outcome:
+    status = dataset["status"].values.reshape(-1)
+    errors = dataset["error"].values.reshape(-1)
+    failed = [(plan.coords_of(int(i)), str(errors[i])) for i in np.flatnonzero(status != "ok")]
     return Outcome(dataset, folder, failed)
 
 

@@ -12,6 +12,8 @@ failed with its message; the others still finish.
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 import io
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -23,19 +25,15 @@ import torch
 
 from runner import interventions, metrics
 from runner.envs.actions import ACTIONS
+from runner.execute.fold import MAX_TOKENS, chunks, folded_pass, kv_names
 from runner.execute.inputs import batch_size, load_model, make_inputs, stack
 from runner.execute.records import Record, Records
 from runner.ids import content_id
 from runner.models.sizes import ModelSizes
-from runner.models.transformer import run_from
+from runner.models.transformer import reuses_prefix
 from runner.plan.facts import model_sizes, trajectories
 from runner.results.folder import vector_file
 from runner.spec import resolve_path
-
-# Tokens (rows x positions) in one folded forward pass. Larger passes were measured slower on CPU
-# (activations no longer fit in cache: an RTG scan of 35k windows x 12 tokens in one pass ran 3x
-# slower than 21 passes of 1.7k windows), smaller ones pay per-pass overhead.
-MAX_TOKENS = 32768
 
 
 @dataclass
@@ -46,6 +44,7 @@ class Variant:
     inputs: Any
     logits: torch.Tensor | None = None
     cache: dict[str, torch.Tensor] = field(default_factory=dict)
+    vectors: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -60,7 +59,10 @@ class Group:
     sites: set[str]
     readouts: set[str]
     variants: dict[str, Variant]
-    _other: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    reuse: bool                # folded passes compute only the positions an edit reaches (see fold.py)
+    variant_of: dict[int, str] = field(default_factory=dict)   # point index -> its variant's key
+    _other: dict[tuple, torch.Tensor] = field(default_factory=dict, repr=False)
+    _keys: dict[int, tuple] = field(default_factory=dict, repr=False)
 
     @property
     def length(self) -> int:
@@ -69,8 +71,9 @@ class Group:
 
     def other_run(self, data: Any, variant: Variant, site: str | None) -> torch.Tensor:
         """Last-position logits (site None) or the activation at ``site`` of another input, cached per task."""
-        key = content_id([data.model_dump(mode="json"), site, variant.data.model_dump(mode="json")
-                          if data.kind == "same" else None])
+        if id(data) not in self._keys:  # points share their source objects: its content id once per object
+            self._keys[id(data)] = (data, content_id(data.model_dump(mode="json")))
+        key = (self._keys[id(data)][1], site, id(variant) if data.kind == "same" else None)
         if key not in self._other:
             inputs = make_inputs(data, self.model, self.base_dir, self.seed, self.device, variant.data)
             if site is None:
@@ -87,6 +90,7 @@ class Context:
         self.group, self.variant = group, variant
         self.sizes, self.length, self.device, self.seed, self.model = (group.sizes, group.length, group.device,
                                                                        group.seed, group.model)
+        self.vectors = variant.vectors  # each distinct steering vector once per variant
 
     def resolve(self, path: str) -> Path:
         return resolve_path(path, self.group.base_dir)
@@ -125,10 +129,6 @@ def _groups(points: tuple[Any, ...]) -> list[list[Any]]:
     return list(groups.values())
 
 
-def _variant_key(point: Any) -> str:
-    return content_id(point.spec.data.model_dump(mode="json"))
-
-
 def _start(points: list[Any], base_dir: str, device: str) -> Group:
     """Load the group's model and inputs and run the clean pass of every variant."""
     spec = points[0].spec
@@ -138,12 +138,16 @@ def _start(points: list[Any], base_dir: str, device: str) -> Group:
     sites = {interventions.site_of(iv, sizes) for iv in ivs}
     readouts = metrics.reads([m for p in points for m in p.spec.metrics], sizes.n_layers)
     names = {s.name for s in sites} | {f"blocks.{s.layer}.hook_resid_pre" for s in sites if s.layer is not None}
+    reuse = reuses_prefix(model) and any(iv.position != "all" for iv in ivs)
+    if reuse:  # the clean keys and values of the positions before an edit, at every layer it reaches
+        names |= set().union(*(kv_names(s.layer, sizes.n_layers) for s in sites if s.layer is not None))
     variants: dict[str, Variant] = {}
+    variant_of = {p.index: content_id(p.spec.data.model_dump(mode="json")) for p in points}
     for p in points:
-        if _variant_key(p) not in variants:
+        if variant_of[p.index] not in variants:
             inputs = make_inputs(p.spec.data, model, base_dir, spec.seed, device)
-            variants[_variant_key(p)] = Variant(p.spec.data, inputs)
-    group = Group(model, sizes, base_dir, device, spec.seed, names | readouts, readouts, variants)
+            variants[variant_of[p.index]] = Variant(p.spec.data, inputs)
+    group = Group(model, sizes, base_dir, device, spec.seed, names | readouts, readouts, variants, reuse, variant_of)
     _clean_passes(group)
     return group
 
@@ -165,9 +169,9 @@ def _clean_passes(group: Group) -> None:
 
 
 def _measure_group(group: Group, points: list[Any], records: Records, files: dict[str, bytes]) -> None:
-    prepared = []
+    prepared, vectors, saved = [], {}, {}
     for p in points:
-        variant = group.variants[_variant_key(p)]
+        variant = group.variants[group.variant_of[p.index]]
         try:
             edit = interventions.prepare(p.spec.intervention, Context(group, variant))
         except Exception:
@@ -175,7 +179,9 @@ def _measure_group(group: Group, points: list[Any], records: Records, files: dic
             continue
         prepared.append((p, variant, edit))
         if p.spec.intervention is not None and p.spec.intervention.kind == "steer":
-            files[vector_file(p.coords)] = _npy_bytes(edit.offset.cpu().numpy())
+            if id(edit.offset) not in saved:  # the same vector object: saved once
+                saved[id(edit.offset)] = _save_vector(edit.offset.cpu().numpy(), files)
+            vectors[p.index] = saved[id(edit.offset)]
     for (p, variant, edit), logits, seen in _forward(group, prepared, records):
         try:
             patch = p.spec.intervention if any(m.kind == "restored_fraction" for m in p.spec.metrics) else None
@@ -185,6 +191,8 @@ def _measure_group(group: Group, points: list[Any], records: Records, files: dic
             loop = metrics.Loop(group.model, [interventions.hook(edit)] if edit else [], p.spec.data.target_return,
                                 group.device)
             result |= metrics.play(p.spec.metrics, loop)
+            if p.index in vectors:
+                result["vector_id"] = ((), np.array(vectors[p.index], dtype=object), VECTOR_ATTRS)
             records.ok(p, _record(result, group.sizes, p.spec.metrics))
         except Exception:
             records.fail(p)
@@ -195,19 +203,18 @@ def _forward(group: Group, prepared: list, records: Records) -> Iterator[tuple[t
     by_start: dict[int | None, list] = defaultdict(list)
     for item in prepared:
         _, variant, edit = item
-        if edit is None:
+        if edit is None or edit.changes_nothing:  # the clean run is its result: bit for bit, nothing to compute
             yield item, variant.logits, _last(variant.cache, group.readouts)
         else:
             by_start[edit.layer].append(item)
-    per_pass = max(1, MAX_TOKENS // (batch_size(prepared[0][1].inputs) * group.length)) if prepared else 1
-    for chunk in (items[i:i + per_pass] for items in by_start.values() for i in range(0, len(items), per_pass)):
+    for chunk in (c for layer, items in by_start.items() for c in chunks(items, group.length, group.reuse)):
         try:
-            outs = _folded_pass(group, chunk)
+            outs = folded_pass(group, chunk, group.reuse)
         except Exception:  # find the point that breaks the fold by running each alone
             outs = []
             for item in chunk:
                 try:
-                    outs.append(_folded_pass(group, [item])[0])
+                    outs.append(folded_pass(group, [item], group.reuse)[0])
                 except Exception:
                     records.fail(item[0])
                     outs.append(None)
@@ -217,56 +224,34 @@ def _forward(group: Group, prepared: list, records: Records) -> Iterator[tuple[t
                 yield item, logits, _last(item[1].cache, group.readouts) | seen  # blocks a pass skipped read as clean
 
 
-def _folded_pass(group: Group, chunk: list) -> list[tuple[torch.Tensor, dict]]:
-    """Last-position logits and readouts of each point in ``chunk``, from one forward over their stacked rows."""
-    rows, start = [], 0
-    for _, variant, _ in chunk:
-        rows.append(slice(start, start + batch_size(variant.inputs)))
-        start += batch_size(variant.inputs)
-    by_site: dict[str, list] = defaultdict(list)
-    for r, (_, _, edit) in zip(rows, chunk):
-        by_site[edit.site].append((r, edit))
-
-    def edit_rows(edits: list):
-        def hook(x: torch.Tensor, hook: Any) -> torch.Tensor:
-            x = x.clone()
-            for r, edit in edits:
-                x[r] = interventions.apply(edit, x[r])
-            return x
-        return hook
-
-    captured: dict[str, torch.Tensor] = {}
-    hooks = [(site, edit_rows(edits)) for site, edits in by_site.items()]
-    hooks += [(name, lambda x, hook, name=name: captured.__setitem__(name, metrics.last_position(name, x)))
-              for name in sorted(group.readouts)]
-    layer = chunk[0][2].layer
-    if layer is None:  # an edit before the blocks (embeddings): run from the inputs
-        logits = group.model.run_with_hooks(stack([v.inputs for _, v, _ in chunk]), fwd_hooks=hooks)[:, -1]
-    else:
-        resid = torch.cat([v.cache[f"blocks.{layer}.hook_resid_pre"] for _, v, _ in chunk])
-        with group.model.hooks(fwd_hooks=hooks):
-            logits = run_from(group.model, resid, layer, slice(-1, None))[:, -1]
-    return [(logits[r], {name: value[r] for name, value in captured.items()}) for r in rows]
-
-
 def _last(cache: dict[str, torch.Tensor], names: set[str]) -> dict[str, torch.Tensor]:
     return {n: metrics.last_position(n, a) for n, a in cache.items() if n in names}
 
 
 def _record(result: metrics.Result, sizes: ModelSizes, point_metrics: list) -> Record:
     """A point's metric arrays with the labels of their dims: actions by name, agent positions by role."""
-    labels: dict[str, Any] = {"action": ACTIONS, "position": sizes.roles}
+    labels: dict[str, Any] = {"action": tuple(ACTIONS), "position": sizes.roles}
     for m in point_metrics:
-        labels |= m.labels()
-    coords = {}
-    for dims, values, _ in result.values():
-        for dim, size in zip(dims, values.shape):
-            named = labels.get(dim)
-            coords[dim] = np.array(named, dtype=object) if named else np.arange(size)
+        labels |= {dim: tuple(names) for dim, names in m.labels().items()}
+    coords = {dim: _labels(dim, size, labels.get(dim)) for dims, values, _ in result.values()
+              for dim, size in zip(dims, values.shape)}
     return Record(result, coords)
 
 
-def _npy_bytes(array: np.ndarray) -> bytes:
+@functools.lru_cache(maxsize=256)
+def _labels(dim: str, size: int, named: tuple | None) -> np.ndarray:
+    """The labels of a dim (the same array for every point that has them, so records stack at once)."""
+    return np.array(named, dtype=object) if named else np.arange(size)
+
+
+VECTOR_ATTRS = {"long_name": "the steering vector the point added (before its coefficient): vectors/<vector_id>.npy"}
+
+
+def _save_vector(vector: np.ndarray, files: dict[str, bytes]) -> str:
+    """Store a steering vector once per distinct content; its id names the file."""
     buffer = io.BytesIO()
-    np.save(buffer, array, allow_pickle=False)
-    return buffer.getvalue()
+    np.save(buffer, vector, allow_pickle=False)
+    data = buffer.getvalue()
+    vector_id = hashlib.sha256(data).hexdigest()[:12]
+    files[vector_file(vector_id)] = data
+    return vector_id

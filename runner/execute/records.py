@@ -44,9 +44,9 @@ class Record:
                    {name: c.values for name, c in ds.coords.items()})
 
     def signature(self) -> tuple:
-        """What must agree for records to stack: names, dims, shapes and labels."""
+        """What must agree for records to stack: names, dims, shapes and labels (the same label arrays)."""
         shapes = tuple((n, dims, values.shape, values.dtype.str) for n, (dims, values, _) in sorted(self.variables.items()))
-        return shapes, tuple((d, tuple(v.tolist())) for d, v in sorted(self.coords.items()))
+        return shapes, tuple((d, id(v)) for d, v in sorted(self.coords.items()))
 
 
 class Records:
@@ -76,6 +76,9 @@ class Records:
         parts = [self._stacked(members) for members in groups.values()]
         ds = xr.concat(parts, dim="point", join="outer") if parts else xr.Dataset()
         ds = ds.reindex(point=indices) if parts else ds.assign_coords(point=np.array(indices, dtype=np.int64))
+        for name, var in ds.data_vars.items():  # a failed point's text is empty, not NaN
+            if var.dtype == object:
+                ds[name] = var.fillna("")
         failures = [self.by_index[i] if isinstance(self.by_index[i], Failure) else None for i in indices]
         ds["status"] = ("point", np.array(["ok" if f is None else "failed" for f in failures], dtype=object))
         ds["error"] = ("point", np.array(["" if f is None else f.message for f in failures], dtype=object))

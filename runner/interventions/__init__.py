@@ -65,9 +65,10 @@ def prepare(iv: Any, ctx: Any) -> Edit | None:
     if iv is None:
         return None
     site = site_of(iv, ctx.sizes)
-    index = region(site.short, iv.head, position_indices(iv.position, ctx.length, ctx.sizes.roles))
-    offset, gain = BUILDERS[iv.kind](iv, site, index, ctx)
-    return Edit(site.name, site.layer, index, iv.coefficient, offset, gain)
+    positions = position_indices(iv.position, ctx.length, ctx.sizes.roles)
+    offset, gain = BUILDERS[iv.kind](iv, site, region(site.short, iv.head, positions), ctx)
+    return Edit(site.name, site.layer, site.short, iv.head, None if positions is None else tuple(positions),
+                iv.coefficient, offset, gain)
 
 
 def hook(edit: Edit) -> tuple[str, Callable]:

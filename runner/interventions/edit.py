@@ -11,15 +11,18 @@ At c = 0 the activation is returned unchanged; at c = 1 with gain −1 it is
 exactly r (x + (r − x) can differ from r in the last bit).
 
 >>> x = torch.tensor([[[1.0, 2.0], [3.0, 4.0]]])            # [batch, pos, d]
->>> steer = Edit("blocks.0.hook_resid_pre", 0, region("resid_pre", None, [1]), 2.0, torch.tensor([1.0, -1.0]), 0.0)
+>>> steer = Edit("blocks.0.hook_resid_pre", 0, "resid_pre", None, (1,), 2.0, torch.tensor([1.0, -1.0]), 0.0)
 >>> apply(steer, x).tolist()
 [[[1.0, 2.0], [5.0, 2.0]]]
->>> ablate = Edit("blocks.0.hook_resid_pre", 0, region("resid_pre", None, None), 0.5, None, -1.0)
+>>> ablate = Edit("blocks.0.hook_resid_pre", 0, "resid_pre", None, None, 0.5, None, -1.0)
 >>> apply(ablate, x).tolist()
 [[[0.5, 1.0], [1.5, 2.0]]]
+>>> apply(steer.shifted(1), x[:, 1:]).tolist()                 # the same edit on the positions from 1 on
+[[[5.0, 2.0]]]
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -29,16 +32,40 @@ import torch
 class Edit:
     """One point's edit: x[index] ← x[index] + coefficient·(offset + gain·x[index]) at hook ``site``.
 
-    ``offset`` has the region's shape (a batch of one broadcasts over rows) or is a
-    vector broadcast over the region's positions (steer); None means zero.
+    The region is the address: ``short`` hook kind, ``head`` and ``positions`` (sorted,
+    None for all). ``offset`` has the region's shape (a batch of one broadcasts over
+    rows) or is a vector broadcast over the region's positions (steer); None means zero.
     """
 
     site: str                  # full hook name, e.g. blocks.1.hook_resid_pre
     layer: int | None          # its block; None before the blocks (hook_embed, hook_pos_embed)
-    index: tuple               # the region of the activation the address selects
+    short: str                 # the hook's short kind: resid_pre, z, pattern, ...
+    head: int | None
+    positions: tuple[int, ...] | None
     coefficient: float
     offset: torch.Tensor | None
     gain: float
+
+    @property
+    def index(self) -> tuple:
+        """The region of the activation the address selects."""
+        return region(self.short, self.head, None if self.positions is None else list(self.positions))
+
+    @property
+    def first(self) -> int:
+        """The first position the edit changes: nothing before it differs from the clean run."""
+        return 0 if self.positions is None else self.positions[0]
+
+    @property
+    def changes_nothing(self) -> bool:
+        """Whether applying the edit returns the activation unchanged (coefficient 0, finite offset)."""
+        return self.coefficient == 0 and (self.offset is None or bool(torch.isfinite(self.offset).all()))
+
+    def shifted(self, by: int) -> Edit:
+        """The same edit on an activation that starts at position ``by`` (positions before it left out)."""
+        if not by:
+            return self
+        return dataclasses.replace(self, positions=tuple(p - by for p in self.positions))
 
 
 def apply(edit: Edit, x: torch.Tensor) -> torch.Tensor:

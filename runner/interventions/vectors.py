@@ -62,8 +62,22 @@ SOURCES: dict[str, Callable[..., torch.Tensor]] = {
 
 
 def steering_vector(source: Any, site: Site, ctx: Any, head: int | None = None, position: Any = "all") -> torch.Tensor:
-    """The vector v a vector source gives at a site (at one head of it, when given), float32 on the CPU."""
-    return SOURCES[source.kind](source, site, ctx, head, position)
+    """The vector v a vector source gives at a site (at one head of it, when given), float32 on the CPU.
+
+    When the context offers a ``vectors`` dict, each distinct vector is computed once in it
+    (a coefficient scan asks for the same vector at every coefficient).
+    """
+    memo = getattr(ctx, "vectors", None)
+    try:
+        key = (source, site.name, head, position if not isinstance(position, list) else tuple(position))
+        hash(key)
+    except TypeError:  # a source holding lists (token contrasts): computed each time
+        memo = None
+    if memo is None:
+        return SOURCES[source.kind](source, site, ctx, head, position)
+    if key not in memo:
+        memo[key] = SOURCES[source.kind](source, site, ctx, head, position)
+    return memo[key]
 
 
 def _at_positions(acts: torch.Tensor, site: Site, head: int | None, position: Any, ctx: Any) -> torch.Tensor:

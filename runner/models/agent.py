@@ -226,10 +226,19 @@ class Agent(nn.Module):
         tokens, times = self.embed(inputs)
         return self.run_from(self.body.embed.hook_out(tokens) + self.body.pos_embed.hook_out(times), 0)
 
-    def run_from(self, resid: torch.Tensor, layer: int, positions: slice = slice(None)) -> torch.Tensor:
+    def run_from(self, resid: torch.Tensor, layer: int, positions: slice = slice(None),
+                 last_only: bool = False) -> torch.Tensor:
         """Action logits at ``positions`` from the residual stream entering block ``layer``."""
-        return run_from(self.body, resid, layer, positions)
+        return run_from(self.body, resid, layer, positions, last_only=last_only)
 
-    def action_logits(self, inputs: AgentInputs) -> torch.Tensor:
-        """Logits of the current step's action (at the last state token), [B, 7]."""
-        return self(inputs)[:, -1]
+    def action_logits(self, inputs: AgentInputs, last_only: bool = False) -> torch.Tensor:
+        """Logits of the current step's action (at the last state token), [B, 7].
+
+        ``last_only`` computes the final block for the last position alone (see ``run_from``):
+        faster, and exact unless a hook edits the final block.
+        """
+        if not last_only:
+            return self(inputs)[:, -1]
+        tokens, times = self.embed(inputs)
+        resid = self.body.embed.hook_out(tokens) + self.body.pos_embed.hook_out(times)
+        return self.run_from(resid, 0, slice(-1, None), last_only=True)[:, -1]

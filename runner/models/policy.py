@@ -21,6 +21,8 @@ class AgentPolicy:
     def __init__(self, agent: Any, target_return: float | None = None, device: str = "cpu",
                  hooks: list | None = None):
         self.agent, self.device, self.hooks = agent, device, hooks or []
+        final = f"blocks.{agent.config.n_layers - 1}."
+        self.last_only = not any(site.startswith(final) for site, _ in self.hooks)  # see Agent.action_logits
         self.config: AgentConfig = agent.config
         self.target = 1.0 if target_return is None else float(target_return)
 
@@ -46,7 +48,7 @@ class AgentPolicy:
         inputs = AgentInputs(self.mission[rows], *(torch.from_numpy(a[rows]) for a in
                                                    (self.obs, self.actions, self.rtg, self.timesteps, self.valid)))
         with torch.inference_mode(), self.agent.hooks(self.hooks):
-            logits = self.agent.action_logits(inputs.to(self.device))
+            logits = self.agent.action_logits(inputs.to(self.device), last_only=self.last_only)
         if not torch.isfinite(logits).all():
             raise ValueError("the agent's action logits are not finite: under this intervention it picks no action")
         chosen = np.zeros(len(live), dtype=np.int64)

@@ -9,7 +9,7 @@
       shards/<task>.nc     one per finished task; a rerun skips the points they hold
       result.nc            the merged dataset
       models/<point>/      train specs: model.safetensors + config.json per grid point
-      vectors/<point>.npy  steer specs: the vector each point added
+      vectors/<id>.npy     steer specs: each distinct vector points added (coordinate vector_id names it)
     results/.cache/trajectories/<key>.npz   generated demonstrations
 
 The driver is the only writer, one run per folder at a time (the lock). Every
@@ -72,9 +72,9 @@ def model_file(coords: dict[str, Any], name: str) -> str:
     return f"{MODELS}/{point_name(coords)}/{name}"
 
 
-def vector_file(coords: dict[str, Any]) -> str:
-    """The steering vector a point added, relative to its run folder."""
-    return f"{VECTORS}/{point_name(coords, default='vector')}.npy"
+def vector_file(vector_id: str) -> str:
+    """A steering vector, relative to its run folder, named by its content (one file per distinct vector)."""
+    return f"{VECTORS}/{vector_id}.npy"
 
 
 class RunFolder:
@@ -106,7 +106,7 @@ class RunFolder:
 
     # ---------------------------------------------------------------- ownership
 
-    def check(self, run_id: str, fresh: bool = False) -> None:
+    def check(self, run_id: str, fresh: bool = False, spec_text: str | None = None) -> None:
         """Refuse, before anything is written, a folder this run may not write into (RunnerError, exit 2)."""
         if self.root.exists() and not self.root.is_dir():
             raise RunnerError(f"the run folder {self.root} exists and is not a folder",
@@ -119,27 +119,29 @@ class RunFolder:
                               f"({exc.strerror or exc})", hint="Give --out a folder you can write to.") from None
         if not self.root.exists() or all(p.name == LOCK for p in self.root.iterdir()):
             return
-        if not self.marker.is_file() and not (self._legacy(run_id) and not fresh):
+        if not self.marker.is_file() and not (self._legacy(run_id, spec_text) and not fresh):
             raise RunnerError(f"{self.root} holds files that runner did not write (it has no {MARKER} marker); "
                               f"runner writes only into folders it made or empty ones"
                               + (", and --fresh deletes only what runner wrote" if fresh else ""),
                               hint="Give --out a new or empty folder.")
-        old = self._previous_run_id()
+        old = self._previous_run_id(run_id, spec_text)
         if not fresh and old not in (None, run_id):
             raise RunnerError(
                 f"{self.root} already holds results of a different spec (run id {old}, this spec's is "
                 f"{run_id}); mixing them would corrupt both.",
                 hint="Rerun with --fresh to discard the old results, or --out DIR to write elsewhere.")
 
-    def _legacy(self, run_id: str) -> bool:
+    def _legacy(self, run_id: str, spec_text: str | None) -> bool:
         """A folder an earlier runner made (before the marker): its spec and shards, the same run."""
-        return self.shard_dir.is_dir() and self.spec_file.is_file() and self._previous_run_id() == run_id
+        return self.shard_dir.is_dir() and self.spec_file.is_file() and self._previous_run_id(run_id, spec_text) == run_id
 
-    def _previous_run_id(self) -> str | None:
+    def _previous_run_id(self, run_id: str | None = None, spec_text: str | None = None) -> str | None:
+        """The run id of the spec this folder holds (the same text: the same run, without parsing it again)."""
         if not self.spec_file.is_file():
             return None
         try:
-            return parse_spec(self.spec_file.read_text(), str(self.spec_file)).run_id
+            text = self.spec_file.read_text()
+            return run_id if text == spec_text else parse_spec(text, str(self.spec_file)).run_id
         except (RunnerError, OSError, UnicodeDecodeError):
             return "(unreadable spec.yaml)"
 
@@ -176,7 +178,7 @@ class RunFolder:
 
     def prepare(self, plan: Any, fresh: bool = False) -> list[Path]:
         """Make the folder ready for ``plan`` (call it holding the lock); returns leftover temp files removed."""
-        self.check(plan.run_id, fresh)  # again, now that no other run can change it
+        self.check(plan.run_id, fresh, plan.loaded.text)  # again, now that no other run can change it
         if fresh:
             for path in self.outputs:
                 if path.is_dir():
@@ -194,9 +196,9 @@ class RunFolder:
 
     # ---------------------------------------------------------------- contents
 
-    def read_shards(self, repair: bool = False) -> ShardState:
+    def read_shards(self, repair: bool = False, each: Any = None) -> ShardState:
         """The folder's shards, checked (see ``runner.results.shards.read_shards``)."""
-        return read_shards(self.shard_dir, repair)
+        return read_shards(self.shard_dir, repair, each)
 
     def write_files(self, files: dict[str, bytes]) -> None:
         """Write files a task returned (paths relative to the run folder), each atomically."""

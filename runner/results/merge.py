@@ -1,65 +1,130 @@
-"""Shards (datasets over ``point``) -> one Dataset over the sweep dims, with provenance."""
+"""Shards (datasets over ``point``) -> one Dataset over the sweep dims, assembled as results arrive.
+
+``Merger.add`` scatters a shard's records into arrays over every point of the
+plan (matched by point id, so a record serves every grid point that is the same
+computation, and a reordered spec's shards still land right); an ok record wins
+over a failed one, a later one over an earlier one. The cost is linear in the
+data: no shard is read twice, none is concatenated with the others. Dims of a
+variable whose labels differ between records (positions of agents with other
+layouts, samples of batches of other sizes) take the union of the labels, NaN
+where a record has none.
+"""
 from __future__ import annotations
 
-from pathlib import Path
+from collections import defaultdict
+from typing import Any
 
 import numpy as np
 import xarray as xr
 
-from runner.plan import Plan
 from runner.results.files import coord_values
 from runner.results.provenance import provenance
-from runner.results.shards import read_shard
 
 
-def combine_shards(shards: list[Path], plan: Plan) -> xr.Dataset:
-    """One record per plan point over ``point`` (grid order), matched by point id.
+class _Variable:
+    """One variable over every point: values [n_points, *inner], and the labels of its inner dims."""
 
-    An ok record wins over a failed one and a later shard over an earlier one, so a
-    rerun that retried failed points supersedes them. Matching by content id (not
-    by the index a shard was written under) keeps records right when a spec's axes
-    are reordered or two grid points are the same computation.
-    """
-    parts = [read_shard(s).rename({"point": "record"}).drop_vars("record") for s in shards]
-    names = {name for part in parts for name in part.data_vars}
-    for i, part in enumerate(parts):  # a task whose points all failed lacks the metric variables
-        for name in sorted(names - set(part.data_vars)):
-            template = next(p[name] for p in parts if name in p.data_vars).isel(record=0, drop=True)
-            filled = xr.full_like(template, np.nan, dtype=np.float64).expand_dims(record=part.sizes["record"])
-            parts[i] = parts[i].assign({name: filled})
-    records = xr.concat(parts, dim="record", data_vars="all", coords="minimal", compat="override", join="outer")
-    best: dict[str, int] = {}
-    ok = records["status"].values == "ok"
-    for position in np.argsort(ok, kind="stable"):  # failed first, then ok; later shards later: last wins
-        best[str(records["point_id"].values[position])] = int(position)
-    missing = [p.index for p in plan.points if p.id not in best]
-    if missing:
-        raise ValueError(f"{len(missing)} points have no record (first: {missing[0]})")
-    chosen = records.isel(record=[best[p.id] for p in plan.points]).rename({"record": "point"})
-    return chosen.assign_coords(point=np.arange(len(plan.points)))
+    def __init__(self, dims: tuple[str, ...], labels: list[np.ndarray], attrs: dict, dtype: np.dtype, n: int):
+        self.dims, self.labels, self.attrs = dims, labels, attrs
+        fill = "" if dtype.kind in "OUS" else np.nan
+        kind = object if dtype.kind in "OUS" else (dtype if dtype.kind == "f" else np.float64)
+        self.values = np.full((n,) + tuple(len(lab) for lab in labels), fill, dtype=kind)
+        self.dtype = dtype
 
-
-def unflatten(points: xr.Dataset, plan: Plan) -> xr.Dataset:
-    """Reshape the ``point`` dim into the plan's sweep dims (C order) with their coordinates."""
-    out = xr.Dataset()
-    for name, var in points.data_vars.items():
-        if name == "point_id":
-            continue
-        inner = [d for d in var.dims if d != "point"]
-        values = var.values.reshape(plan.shape + tuple(points.sizes[d] for d in inner))
-        out[name] = xr.Variable(plan.dims + inner, values, var.attrs)
-    for d in points.coords:
-        if d != "point":
-            out = out.assign_coords({d: points[d].values})
-    for name, (dim, values) in plan.coords.items():
-        out = out.assign_coords({name: (dim, coord_values(values))})
-    roles = _position_roles(plan)
-    if roles is not None:
-        out = out.assign_coords(role=("position", roles))
-    return out
+    def widen(self, labels: list[np.ndarray]) -> list[Any]:
+        """Make room for ``labels`` (the union with those so far); the index of each new label per dim."""
+        where = []
+        for d, (old, new) in enumerate(zip(self.labels, labels)):
+            if len(old) == len(new) and (old == new).all():
+                where.append(slice(None))
+                continue
+            union = list(old) + [x for x in new if x not in set(old.tolist())]
+            if len(union) > len(old):
+                pad = [(0, 0)] * self.values.ndim
+                pad[d + 1] = (0, len(union) - len(old))
+                fill = "" if self.values.dtype == object else np.nan
+                self.values = np.pad(self.values, pad, constant_values=fill)
+                self.labels[d] = np.array(union, dtype=old.dtype if old.dtype != object else object)
+            position = {x: i for i, x in enumerate(self.labels[d].tolist())}
+            where.append(np.array([position[x] for x in new.tolist()]))
+        return where
 
 
-def _position_roles(plan: Plan) -> np.ndarray | None:
+class Merger:
+    """Every point's record, gathered shard by shard into arrays over the plan's points."""
+
+    def __init__(self, plan: Any):
+        self.plan = plan
+        self.slots: dict[str, list[int]] = defaultdict(list)   # point id -> grid indices it answers
+        for index, pid in enumerate(plan.ids):
+            self.slots[pid].append(index)
+        self.status = np.full(len(plan.ids), "", dtype=object)
+        self.error = np.full(len(plan.ids), "", dtype=object)
+        self.vars: dict[str, _Variable] = {}
+        self.device = "cpu"
+
+    def add(self, shard: xr.Dataset) -> None:
+        """Take a shard's records (an ok one replaces a failed one; a later one an earlier one)."""
+        self.device = str(shard.attrs.get("device", self.device))
+        rows, targets = [], []
+        for row, (pid, status) in enumerate(zip(shard["point_id"].values, shard["status"].values)):
+            for index in self.slots.get(str(pid), ()):
+                if status == "ok" or self.status[index] != "ok":
+                    rows.append(row)
+                    targets.append(index)
+        if not rows:
+            return
+        rows_at, at = np.array(rows), np.array(targets)
+        self.status[at] = shard["status"].values[rows_at]
+        self.error[at] = shard["error"].values[rows_at]
+        for name, var in shard.data_vars.items():
+            if name not in ("status", "error", "point_id"):
+                self._scatter(name, var, rows_at, at)
+
+    def _scatter(self, name: str, var: xr.DataArray, rows: np.ndarray, at: np.ndarray) -> None:
+        dims = var.dims[1:]
+        labels = [np.asarray(var[d].values) for d in dims]
+        if name not in self.vars:
+            self.vars[name] = _Variable(dims, labels, dict(var.attrs), var.dtype, len(self.plan.ids))
+        target = self.vars[name]
+        where = target.widen(labels)
+        values = var.values[rows]
+        if all(isinstance(w, slice) for w in where):
+            target.values[at] = values
+        else:
+            target.values[(at,) + tuple(slice(None) for _ in where)] = np.nan if target.values.dtype != object else ""
+            target.values[np.ix_(at, *[w if not isinstance(w, slice) else np.arange(target.values.shape[d + 1])
+                                       for d, w in enumerate(where)])] = values
+
+    def missing(self) -> list[int]:
+        """Grid indices with no record yet."""
+        return [int(i) for i in np.flatnonzero(self.status == "")]
+
+    def dataset(self, executor: str) -> xr.Dataset:
+        """The run's dataset over the sweep dims, with provenance."""
+        plan = self.plan
+        out = xr.Dataset()
+        for name, var in self.vars.items():
+            values = var.values
+            if var.dtype.kind in "iub" and not np.isnan(values).any():
+                values = values.astype(var.dtype)  # integers stay integers where every point has one
+            out[name] = xr.Variable(plan.dims + list(var.dims), values.reshape(plan.shape + values.shape[1:]), var.attrs)
+            out = out.assign_coords({d: lab for d, lab in zip(var.dims, var.labels)})
+        for name, values in (("status", self.status), ("error", self.error),
+                             ("point_id", np.array(plan.ids, dtype=object))):
+            out[name] = xr.Variable(plan.dims, np.asarray(values, dtype=object).reshape(plan.shape))
+        for name, (dim, values) in plan.coords.items():
+            out = out.assign_coords({name: (dim, coord_values(values))})
+        if "vector_id" in out:
+            out = out.set_coords("vector_id")
+        roles = _position_roles(plan)
+        if roles is not None:
+            out = out.assign_coords(role=("position", roles))
+        out.attrs.update(provenance(plan, executor, self.device))
+        return out
+
+
+def _position_roles(plan: Any) -> np.ndarray | None:
     """Role labels (S1, A1, I0 ...) for a swept integer ``intervention.position`` of an agent, if unambiguous."""
     from runner.plan.facts import model_sizes
 
@@ -67,19 +132,14 @@ def _position_roles(plan: Plan) -> np.ndarray | None:
                    if m.path == ("intervention", "position") and m.name == "position"), None)
     if member is None or not all(isinstance(v, int) and not isinstance(v, bool) for v in member.values):
         return None
+    from runner.spec import CheckpointModel
+
+    sources = [CheckpointModel(checkpoint=str(f)) for f in plan.run_folders] or [plan.spec.model]
     try:
-        found = {model_sizes(p.spec.model, plan.base_dir).roles for p in plan.points}
+        found = {model_sizes(source, plan.base_dir).roles for source in sources}
     except Exception:  # a model source without roles (token models) or an unreadable one: no labels
         return None
     roles = found.pop() if len(found) == 1 else None
     if roles is None:
         return None
     return np.array([roles[v] for v in member.values], dtype=object)
-
-
-def merge(shards: list[Path], plan: Plan, executor: str) -> xr.Dataset:
-    """The final dataset of a run from its shards."""
-    points = combine_shards(shards, plan)
-    ds = unflatten(points, plan)
-    ds.attrs.update(provenance(plan, executor, str(points.attrs.get("device", "cpu"))))
-    return ds

@@ -66,7 +66,6 @@ def shard_stamp(plan: Any) -> dict[str, str]:
 def provenance(plan: Any, executor: str, device: str) -> dict[str, str]:
     """The attrs every result carries: spec, the files it read, versions, git state, time, executor, device."""
     commit, dirty = git_state(plan.base_dir)
-    files = {path: digest for p in plan.points for path, digest in p.reads.items()}
     attrs = {
         "spec_yaml": plan.loaded.text,
         "spec_sha256": spec_sha256(plan),
@@ -76,7 +75,7 @@ def provenance(plan: Any, executor: str, device: str) -> dict[str, str]:
         **runner_stamp(),
         "git_commit": commit,
         "git_dirty": dirty,
-        "input_files": json_attr(files),
+        "input_files": json_attr(plan.reads),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "executor": executor,
         "device": device,

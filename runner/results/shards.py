@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -24,6 +24,8 @@ def checksum(ds: Any) -> str:
     for name in sorted(ds.variables):
         var = ds.variables[name]
         values = np.asarray(var.values)
+        if values.dtype.kind == "f":  # NaN comes back from netCDF as the canonical NaN, whatever its sign bit was
+            values = np.where(np.isnan(values), np.array(np.nan, dtype=values.dtype), values)
         text = values.dtype.kind in "OUS"  # object arrays of str come back from netCDF as <U: the same text
         data = "\x00".join(values.astype(str).ravel()).encode() if text else np.ascontiguousarray(values).tobytes()
         digest.update(repr((name, var.dims, values.shape, "text" if text else values.dtype.str)).encode())
@@ -64,8 +66,11 @@ class ShardState:
     versions: set[str] = field(default_factory=set)                  # runner versions that computed them
 
 
-def read_shards(shard_dir: Path, repair: bool = False) -> ShardState:
-    """Every shard of a folder, checked; damaged ones reported (and with ``repair``, moved aside)."""
+def read_shards(shard_dir: Path, repair: bool = False, each: Callable[[Any], None] | None = None) -> ShardState:
+    """Every shard of a folder, checked; damaged ones reported (and with ``repair``, moved aside).
+
+    ``each`` is called with every readable shard's dataset (each shard is read once).
+    """
     state = ShardState()
     if not shard_dir.is_dir():
         return state
@@ -78,6 +83,8 @@ def read_shards(shard_dir: Path, repair: bool = False) -> ShardState:
                 path.replace(path.with_name(path.name + DAMAGED))
             continue
         state.shards.append(path)
+        if each is not None:
+            each(ds)
         state.versions.add(f"{ds.attrs.get('runner_version', '?')} ({ds.attrs.get('runner_commit', '') or 'no commit'})")
         for pid, st in zip(ds["point_id"].values, ds["status"].values):
             if state.status.get(str(pid)) != "ok":

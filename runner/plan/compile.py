@@ -1,0 +1,141 @@
+"""Compiling a spec into a Plan: the run's axes, every point checked and identified, nothing written.
+
+Each point is validated and checked, and its content id computed, one at a time
+(a point's spec is not kept: the plan stores ids and rebuilds a point when a task
+needs it), so memory stays flat in the number of points. Model-dependent checks
+are made once per distinct combination of what they can see: sweeping a
+coefficient does not check the same address again.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from runner.errors import RunnerError
+from runner.ids import content_id
+from runner.plan.checks import DataAccess, check_point
+from runner.plan.facts import inputs_read
+from runner.plan.points import Plan
+from runner.plan.problems import at_point, locate, unique
+from runner.results.folder import RunFolder
+from runner.spec import IDENTITY_EXCLUDES, LoadedSpec, TrainSpec, check_grid_size, load_spec
+from runner.spec.explain import problems_from
+from runner.spec.sweep import Axis, Member
+
+# What runner.train puts in a train run's result, and what every result holds: no sweep dim may take these names.
+TRAIN_NAMES = ("step", "episode", "loss", "success", "return", "episode_length", "random_success", "random_return")
+RESULT_VARIABLES = ("status", "error", "point_id")
+
+
+def compile_plan(spec: str | Path | LoadedSpec, *, out: str | Path | None = None,
+                 base_dir: str | Path | None = None, require_runs: bool = True) -> Plan:
+    """Compile a spec (path or loaded) into a Plan; raise RunnerError on any problem. Writes nothing.
+
+    ``require_runs=False`` lets a spec over a train run that does not exist yet compile
+    (``runner validate`` on a fresh clone): its model-dependent checks wait for the run.
+    """
+    loaded = spec if isinstance(spec, LoadedSpec) else load_spec(spec)
+    base = Path(base_dir or os.getcwd()).resolve()
+    _check_dim_names(loaded)
+    notes: list[str] = []
+    run_axes: list[Axis] = []
+    run_folders: list[Path] = []
+    if loaded.spec.kind == "intervene" and loaded.spec.model.kind == "run":
+        train = RunFolder.named(loaded.spec.model.run, base)
+        if require_runs or train.spec_file.is_file():
+            run_axes, run_folders = _run_axes(loaded, base)
+        else:  # validate before training: the spec is checked, the model-dependent checks wait for the run
+            notes.append(f"train run {loaded.spec.model.run!r} does not exist yet ({train.root}): "
+                         "checks against its models happen once it does")
+    axes = tuple(run_axes) + loaded.axes
+    check_grid_size(loaded.located, axes, loaded.spec.execution.max_points)
+    plan = Plan(loaded, axes, len(run_axes), run_folders, base,
+                Path(out).resolve() if out else RunFolder.named(loaded.spec.name, base).root, notes=notes)
+    _identify(plan, DataAccess(base, only_cached=True))
+    if plan.deferred:
+        notes.append("demonstrations not generated yet: the checks that read them (contrast selections, swapped "
+                     "words, patch sources) run when `runner run` has generated them, before any point runs")
+    return plan
+
+
+def _identify(plan: Any, access: DataAccess) -> None:
+    """Validate and check every point, and record its content id and what it reads (files and their digests)."""
+    loaded, problems, checked = plan.loaded, [], {}
+    for index, choice in enumerate(itertools.product(*(range(n) for n in plan.shape))):
+        try:
+            spec = plan.spec_of(choice)
+        except ValidationError as exc:  # a combination of valid values that is invalid as a whole
+            coords = plan.coords_of(index)
+            problems += [at_point(p, coords) for p in problems_from(exc, loaded.located, loaded.cls)]
+            continue
+        files, generated = inputs_read(spec, access.base_dir)
+        identity = spec.model_dump(mode="json", exclude=IDENTITY_EXCLUDES, exclude_defaults=True)
+        key = content_id([_without_coefficient(identity), files])  # what the checks can see
+        if key not in checked:
+            missed = access.missed
+            checked[key] = (list(check_point(spec, access)), access.missed != missed)
+        found, deferred = checked[key]
+        problems += [locate(loaded, plan.axes, choice, path, message, plan.coords_of(index)) for path, message in found]
+        plan.ids.append(content_id([identity, {**files, **generated}] if files or generated else identity))
+        plan.reads.update(files)
+        plan.generated.update(generated)
+        if deferred:
+            plan.deferred.append(index)
+    if problems:
+        raise RunnerError(unique(problems))
+
+
+def _without_coefficient(identity: dict) -> dict:
+    """A point's identity less its coefficient: no check reads it (finiteness is checked per sweep value)."""
+    intervention = identity.get("intervention")
+    if isinstance(intervention, dict) and "coefficient" in intervention:
+        return {**identity, "intervention": {k: v for k, v in intervention.items() if k != "coefficient"}}
+    return identity
+
+
+def _run_axes(loaded: LoadedSpec, base: Path) -> tuple[list[Axis], list[Path]]:
+    """The train run's grid as axes of this spec, and the model folder of each of its points."""
+    run = loaded.spec.model.run
+    folder = RunFolder.named(run, base)
+    if not folder.spec_file.is_file():
+        raise RunnerError(loaded.located.problem(("model", "run"), f"no train run {run!r}: {folder.spec_file} does not exist"),
+                          hint=f"Run its train spec first (runner run SPEC writes {folder.root}/).")
+    train = compile_plan(folder.spec_file, out=folder.root, base_dir=base)
+    if not isinstance(train.spec, TrainSpec):
+        raise RunnerError(loaded.located.problem(("model", "run"), f"{folder.root} is not a train run (kind {train.spec.kind})"))
+    folders = [folder.model_dir(train.coords_of(i)) for i in range(len(train))]
+    missing = [f for f in folders if not (f / "model.safetensors").is_file()]
+    folders = [f.relative_to(base) if f.is_relative_to(base) else f for f in folders]  # ids survive a moved project
+    if missing:
+        raise RunnerError(loaded.located.problem(
+            ("model", "run"), f"train run {run!r} is unfinished: {len(missing)} of {len(folders)} models missing "
+                              f"(first: {missing[0]})"), hint="Rerun its train spec to finish it.")
+    own = {m.name for a in loaded.axes for m in a.members}
+    for axis in train.loaded.axes:
+        for m in axis.members:
+            if m.name in own:
+                raise RunnerError(loaded.located.problem(("sweep",), f"dim {m.name!r} is already a dim of train run "
+                                                                     f"{run!r}; rename this spec's axis with name:"))
+    axes = [Axis(a.dim, tuple(Member(m.key, (), m.name, m.values, ("model", "run")) for m in a.members))
+            for a in train.loaded.axes]
+    return axes, folders
+
+
+def _check_dim_names(loaded: LoadedSpec) -> None:
+    """A sweep dim may not share its name with a dim or variable of the result."""
+    metrics = getattr(loaded.spec, "metrics", [])
+    taken = {d: f"a dim of metric {m.kind!r}" for m in metrics for d in m.dim_names()}
+    taken |= {v: f"a variable of metric {m.kind!r}" for m in metrics for v in m.variables}
+    if isinstance(loaded.spec, TrainSpec):
+        taken |= {d: "a dim or variable of train results" for d in TRAIN_NAMES}
+    taken |= {v: "a variable of every result" for v in RESULT_VARIABLES}
+    for axis in loaded.axes:
+        for member in axis.members:
+            if member.name in taken:
+                raise RunnerError(loaded.located.problem(
+                    member.where, f"dim name {member.name!r} clashes with {taken[member.name]}; "
+                                  "rename the axis with {values: [...], name: ...}", key=True))
