@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import os
 import signal
 import socket
@@ -13,10 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import xarray as xr
 
 import runner
 from runner.errors import RunnerError
-from tests.conftest import BASE_SPEC, CHUNKING_TOLERANCE, cli, write_spec
+from tests.conftest import BASE_SPEC, CHUNKING_TOLERANCE, ROOT, cli, write_spec
 
 SCAN = BASE_SPEC.replace("{linspace: [-1, 1, 3]}", "{linspace: [-2, 2, 9]}").replace(
     "metrics: [logits]", "metrics: [logits, kl]")
@@ -143,3 +146,68 @@ def test_a_lost_cluster_stops_the_run_with_exit_3_and_a_rerun_resumes(project, o
     assert 3 <= kept < 400
     resumed = cli("run", "spec.yaml", cwd=project)  # on the local executor: the shards are what count
     assert resumed.returncode == 0 and f"{kept} of 400 points already done" in resumed.stderr, resumed.stderr
+
+
+def test_a_cluster_started_with_ray_start_head_and_named_by_ray_address_equals_the_local_run(project, own_cluster):
+    port, _ = own_cluster
+    write_spec(project, SCAN)
+    env = dict(os.environ, RAY_AUTH_MODE="token", RAY_ADDRESS=f"127.0.0.1:{port}")
+    done = subprocess.run([sys.executable, "-m", "runner", "run", "spec.yaml", "--executor", "ray", "--out", "cluster"],
+                          cwd=project, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert f"on Ray (127.0.0.1:{port}" in done.stderr, done.stderr
+    assert done.stderr.count("18/18 points") == 1, "off a terminal, progress is one summary line"
+    local = runner.run(project / "spec.yaml", out=project / "local")
+    with xr.open_dataset(project / "cluster" / "result.nc") as on_cluster:
+        assert on_cluster.attrs["executor"] == "ray" and (on_cluster.status == "ok").all()
+        for name in ("logits", "kl"):
+            np.testing.assert_array_equal(on_cluster[name].values, local[name].values)
+
+
+def test_workers_without_the_project_folder_read_shipped_copies_of_its_files(project, ray_session):
+    """No shared disk: a task whose project folder is missing on its node reads the files the driver shipped."""
+    from runner.execute.ray_executor import RayExecutor
+    from runner.plan import compile_plan
+
+    np.save(project / "v.npy", np.random.default_rng(3).standard_normal(32).astype(np.float32))
+    spec = write_spec(project, BASE_SPEC.replace("vector: {random: {seed: 0}}", "vector: {file: v.npy}"))
+    plan = compile_plan(spec)
+    assert set(plan.input_files()) == {"v.npy"}
+    elsewhere = project / "not-on-this-node"
+    tasks = [dataclasses.replace(t, base_dir=str(elsewhere)) for t in plan.tasks()]
+    with RayExecutor(plan.spec.execution, None, plan.input_files()) as executor:
+        shards = [result.dataset for _, result in executor.map(tasks)]
+    assert not elsewhere.exists() and all((shard.status == "ok").all() for shard in shards)
+    local = runner.run(spec)
+    by_point = {int(i): v for shard in shards for i, v in zip(shard.point.values, shard.logits.values)}
+    expected = local.logits.stack(point=("coefficient", "layer")).transpose("point", ...).values
+    assert len(by_point) == len(expected)
+    for index, values in by_point.items():
+        np.testing.assert_array_equal(values, expected[index])
+
+
+SLOW_CLUSTER = BASE_SPEC.replace("{linspace: [-1, 1, 3]}", "{linspace: [-1, 1, 30]}").replace(
+    "execution: {executor: local}", "execution: {points_per_task: 1, max_retries: 3}").replace(
+    "d_model: 32", "d_model: 128").replace("batch: 4, length: 8", "batch: 32, length: 16")
+
+
+def test_a_node_killed_mid_run_costs_only_its_tasks_retries(project):
+    """Two worker nodes (ray.cluster_utils.Cluster, in a process of its own); one that ran tasks is killed mid-run."""
+    spec = write_spec(project, SLOW_CLUSTER)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    done = subprocess.run([sys.executable, "-m", "tests.cluster_run", str(spec), str(project / "out")], cwd=project,
+                          env=env, capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))[7:])
+    assert summary["points"] == 60 and summary["status"] == ["ok"], summary
+    assert 6 <= summary["before_kill"] < 60, "the node was killed mid-run"
+    assert summary["killed"] in summary["nodes"] and len(summary["nodes"]) == 2, summary
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_gpu_task_runs_on_cuda_and_equals_the_cpu_run(project):
+    gpu = runner.run(write_spec(project, BASE_SPEC.replace("execution: {executor: local}", "execution: {gpus_per_task: 0.5}"),
+                                "gpu.yaml"), out=project / "gpu")
+    cpu = runner.run(write_spec(project, BASE_SPEC), out=project / "cpu")
+    assert gpu.attrs["device"] != "cpu" and cpu.attrs["device"] == "cpu"
+    np.testing.assert_allclose(gpu.logits.values, cpu.logits.values, atol=1e-4)

@@ -7,16 +7,25 @@ answers within seconds where ``ray.init`` would hang), the cluster wants an
 authentication token the driver lacks, or it cannot hold a task (a task asking
 for a GPU that no node has would otherwise wait forever). A cluster lost while
 the run goes on stops it with EnvironmentFault (exit 3); finished shards are kept.
+
+Workers need no shared disk: the files the points read inside the project
+(checkpoints, trajectories, vectors, cached demonstrations) are put in Ray's
+object store once, and a worker that does not see them at the driver's paths
+with the same content writes them to a node-local folder and reads them there.
+Tasks are submitted a few per CPU at a time, so a million-point grid never
+sits in the driver's or the cluster's memory at once.
 """
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import socket
 import tempfile
 import time
-from typing import Any, Iterator
+from pathlib import Path
+from typing import Any, Iterable, Iterator
 
 from runner.errors import EnvironmentFault, RunnerError
 
@@ -26,10 +35,52 @@ LOST_AFTER = 2          # consecutive failed checks that mean the cluster is gon
 _HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # + empty SETTINGS
 
 
-def _run_task_remote(task: Any) -> Any:
+IN_FLIGHT_PER_SLOT = 2  # tasks submitted per task slot of the cluster: one running, one queued behind it
+
+
+def _run_task_remote(task: Any, inputs: dict[str, tuple[str, Any]]) -> Any:
+    import dataclasses
+
+    import ray
+
     from runner.execute.task import run_task  # imported once per worker process
 
-    return run_task(task)
+    base_dir = local_inputs(task.base_dir, inputs)
+    result = run_task(task if base_dir == task.base_dir else dataclasses.replace(task, base_dir=base_dir))
+    result.dataset.attrs["node"] = f"{ray.util.get_node_ip_address()}/{ray.get_runtime_context().get_node_id()[:6]}"
+    return result
+
+
+_PROJECTS: dict[tuple[str, str], str] = {}  # (driver's project, inputs digest) -> where this worker reads them
+
+
+def local_inputs(base_dir: str, inputs: dict[str, tuple[str, Any]]) -> str:
+    """The project folder a worker reads the run's files from: the driver's, if it sees them unchanged, else a copy.
+
+    ``inputs`` maps each file's path (relative to the project) to its sha256 and the object ref of its
+    bytes. The copy is node-local (under the temp folder, named by the inputs' digest) and written once
+    per node; files outside the project must exist on every node at the same path.
+    """
+    from runner.ids import content_id, file_sha256
+    from runner.results.files import write_atomic
+
+    key = (base_dir, content_id({label: sha for label, (sha, _) in inputs.items()}))
+    if key not in _PROJECTS:
+        def same(root: Path, label: str, sha: str) -> bool:
+            path = root / label
+            return path.is_file() and file_sha256(path) == sha
+
+        project = Path(base_dir)
+        if not all(same(project, label, sha) for label, (sha, _) in inputs.items()):
+            import ray
+
+            project = Path(tempfile.gettempdir()) / "runner-inputs" / key[1]
+            for label, (sha, ref) in inputs.items():
+                if not same(project, label, sha):
+                    (project / label).parent.mkdir(parents=True, exist_ok=True)
+                    write_atomic(project / label, ray.get(ref))
+        _PROJECTS[key] = str(project)
+    return _PROJECTS[key]
 
 
 def _host_port(address: str) -> tuple[str, int]:
@@ -117,9 +168,10 @@ def connect(address: str | None) -> None:
 class RayExecutor:
     name = "ray"
 
-    def __init__(self, execution: Any, address: str | None):
+    def __init__(self, execution: Any, address: str | None, files: dict[str, Path] | None = None):
         self.execution = execution
         self.address = address
+        self.files = files or {}    # what the points read inside the project: label -> path on the driver
         self.started = False
 
     def __enter__(self) -> "RayExecutor":
@@ -175,7 +227,26 @@ class RayExecutor:
                                 f"{self.gcs[0]}:{self.gcs[1]} does not answer); the finished points are kept",
                                 hint="Restart the cluster and rerun the same command to resume.")
 
-    def map(self, tasks: list) -> Iterator[tuple[Any, Any]]:
+    def _ship(self) -> dict[str, tuple[str, Any]]:
+        """Every input file in the object store, once: label -> (sha256, ref)."""
+        import ray
+
+        from runner.ids import file_sha256
+
+        return {label: (file_sha256(path), ray.put(path.read_bytes())) for label, path in self.files.items()}
+
+    def slots(self) -> int:
+        """Tasks the cluster can run at once."""
+        import ray
+
+        total = ray.cluster_resources()
+        ex = self.execution
+        slots = total.get("CPU", 1) // ex.cpus_per_task
+        if ex.gpus_per_task:
+            slots = min(slots, total.get("GPU", 0) // ex.gpus_per_task)
+        return max(1, int(slots))
+
+    def map(self, tasks: Iterable[Any]) -> Iterator[tuple[Any, Any]]:
         import ray
 
         from runner.execute.task import failed_result
@@ -183,10 +254,15 @@ class RayExecutor:
         ex = self.execution
         remote = ray.remote(_run_task_remote).options(
             num_cpus=ex.cpus_per_task, num_gpus=ex.gpus_per_task, max_retries=ex.max_retries, retry_exceptions=False)
-        pending = {remote.remote(task): task for task in tasks}
+        inputs, window, tasks = self._ship(), IN_FLIGHT_PER_SLOT * self.slots(), iter(tasks)
+        pending: dict[Any, Any] = {}
         failed_checks, last_check = 0, time.monotonic()
         try:
-            while pending:
+            while True:
+                for task in itertools.islice(tasks, max(0, window - len(pending))):  # keep the cluster busy
+                    pending[remote.remote(task, inputs)] = task
+                if not pending:
+                    break
                 done, _ = ray.wait(list(pending), num_returns=1, timeout=ALIVE_EVERY)
                 if not done or time.monotonic() - last_check > ALIVE_EVERY:
                     failed_checks, last_check = (0 if self.alive() else failed_checks + 1), time.monotonic()
