@@ -10,7 +10,8 @@ import time
 import numpy as np
 import xarray as xr
 
-from tests.conftest import cli, write_spec
+import runner
+from tests.conftest import BASE_SPEC, cli, write_spec
 
 SLOW = """\
 name: slow
@@ -58,3 +59,25 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(project):
     np.testing.assert_array_equal(a.probs.values, b.probs.values)
     np.testing.assert_array_equal(a.kl.values, b.kl.values)
     assert (a.status == "ok").all()
+
+
+def test_many_small_tasks_leave_few_files_that_read_back_the_same(project):
+    """One-point tasks are gathered into packs of 64 shards as they finish; a resume reads packs like shards."""
+    import shutil
+
+    from runner.results.shards import PACK_SHARDS
+
+    spec = write_spec(project, BASE_SPEC.replace("{linspace: [-1, 1, 3]}", "{linspace: [-1, 1, 80]}").replace(
+        "execution: {executor: local}", "execution: {points_per_task: 1}"))
+    ds = runner.run(spec)
+    shard_dir = project / "results" / "base" / "shards"
+    packs = sorted(shard_dir.glob("pack-*.nc"))
+    assert len(packs) == 160 // PACK_SHARDS and len(list(shard_dir.glob("*.nc"))) == 160 % PACK_SHARDS + len(packs)
+    shutil.copy(packs[0], shard_dir / "pack-copy.nc")  # a run killed after writing a pack, before removing its shards
+    (project / "results" / "base" / "result.nc").unlink()
+    again = cli("run", "spec.yaml", cwd=project)
+    assert again.returncode == 0 and "160 of 160 points already done" in again.stderr, again.stderr
+    merged = runner.load("base")
+    assert (merged.status == "ok").all()
+    np.testing.assert_array_equal(merged.logits.values, ds.logits.values)
+    np.testing.assert_array_equal(merged.vector_id.values, ds.vector_id.values)

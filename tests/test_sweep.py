@@ -79,3 +79,18 @@ def test_dims_follow_spec_order_and_string_values_become_labels(project):
 def test_bad_axes_are_refused(sweep, phrase):
     with pytest.raises(RunnerError, match=phrase):
         axes_of(sweep)
+
+
+def test_each_point_id_is_its_own_serialised_identity(project):
+    """Ids are built once per structure with each point's numbers put in; they equal serialising each point."""
+    from runner.plan.facts import inputs_read
+    from runner.spec import point_identity
+
+    np.save(project / "v.npy", np.ones(32, dtype=np.float32))
+    spec = write_spec(project, BASE_SPEC.replace("vector: {random: {seed: 0}}", "vector: {file: v.npy}").replace(
+        "{linspace: [-1, 1, 3]}", "[0.0, 1.0, -2.5, 1.0e-300, 0.1]"))  # 1.0 is the default: left out of the identity
+    plan = compile_plan(spec)
+    assert len(set(plan.ids)) == len(plan) == 10
+    for index, point in enumerate(plan.points):
+        files, generated = inputs_read(point.spec, project)
+        assert plan.ids[index] == point_identity(point.spec, {**files, **generated}) and files

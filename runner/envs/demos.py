@@ -8,17 +8,15 @@ there (unless ``only_cached``: ``runner validate`` never generates). ``read_traj
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
-import minigrid
 import numpy as np
-from minigrid.utils.baby_ai_bot import BabyAIBot
 
 from runner.envs.actions import N_ACTIONS
-from runner.envs.make import check_env, make_env, quiet
 from runner.envs.trajectories import FORMAT_VERSION, Trajectories
 
 _READ: dict[tuple[str, int, int], Trajectories] = {}
@@ -41,7 +39,7 @@ def cache_key(env_id: str, policy: str, episodes: int, seed: int, max_steps: int
     """The content hash naming a generated dataset (arguments, FORMAT_VERSION, minigrid version)."""
     payload = {"env_id": env_id, "policy": policy, "episodes": int(episodes), "seed": int(seed),
                "max_steps": None if max_steps is None else int(max_steps), "epsilon": float(epsilon),
-               "format": FORMAT_VERSION, "minigrid": minigrid.__version__}
+               "format": FORMAT_VERSION, "minigrid": importlib.metadata.version("minigrid")}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
 
 
@@ -69,6 +67,10 @@ def demonstrations(env_id: str, policy: str, episodes: int, seed: int, max_steps
 def _episode(env: Any, policy: str, env_seed: int, max_steps: int | None,
              epsilon: float, salt: int) -> dict[str, Any] | None:
     """One episode's arrays, or None if the bot raised (it gives up on rare layouts)."""
+    from minigrid.utils.baby_ai_bot import BabyAIBot
+
+    from runner.envs.make import quiet
+
     rng = np.random.default_rng([env_seed, salt])  # not env_seed alone: that is the env's own stream
     with quiet():
         obs, _ = env.reset(seed=env_seed)
@@ -116,6 +118,8 @@ def generate(env_id: str, policy: str, episodes: int, seed: int, max_steps: int 
     >>> demos.n_episodes, float(demos.success.mean())
     (4, 1.0)
     """
+    from runner.envs.make import check_env, make_env  # gymnasium and minigrid: imported when episodes are played
+
     problem = check_env(env_id, policy)
     if problem:
         raise ValueError(problem)

@@ -67,14 +67,13 @@ def execute(plan: Plan, *, executor: str | None = None, address: str | None = No
         return _outcome(finished, plan, folder)
     with folder.locked():
         plan.check_deferred()
-        with make_executor(kind, plan, address) as ex:
-            return _run_guarded(plan, folder, ex, kind, fresh, log)
+        return _run_guarded(plan, folder, kind, address, fresh, log)
 
 
-def _run_guarded(plan: Plan, folder: RunFolder, ex: Any, kind: str, fresh: bool, log) -> Outcome:
+def _run_guarded(plan: Plan, folder: RunFolder, kind: str, address: str | None, fresh: bool, log) -> Outcome:
     """``_run``, with the machine's faults said as such."""
     try:
-        return _run(plan, folder, ex, kind, fresh, log)
+        return _run(plan, folder, kind, address, fresh, log)
     except MemoryError:
         raise EnvironmentFault(f"out of memory; the finished points are kept in {folder.root}",
                                hint="Rerun the same command to resume (fewer points_per_task use less memory).") from None
@@ -84,27 +83,44 @@ def _run_guarded(plan: Plan, folder: RunFolder, ex: Any, kind: str, fresh: bool,
                                hint="Free the resource and rerun the same command to resume.") from None
 
 
-def _run(plan: Plan, folder: RunFolder, ex: Any, kind: str, fresh: bool, log) -> Outcome:
+def _run(plan: Plan, folder: RunFolder, kind: str, address: str | None, fresh: bool, log) -> Outcome:
     from runner.results.merge import Merger
+    from runner.results.shards import Packer
 
+    merger = Merger(plan)
+    if not fresh:  # what earlier runs finished (a damaged shard is moved aside: its points run again)
+        state = folder.read_shards(repair=True, each=merger.add)
+        for path, why in state.damaged:
+            log(f"shard {path.name} is damaged ({why}): moved aside as {path.name}.damaged; its points run again")
+    remaining = [int(i) for i in np.flatnonzero(merger.status != "ok")]
+    if not remaining:  # only the merge is left: no executor, no torch
+        _prepare(plan, folder, fresh, log)
+        log(f"{folder.root}: {len(plan)} of {len(plan)} points already done; merging their shards")
+        return _finish(merger, kind, plan, folder)
+    with make_executor(kind, plan, address) as ex:
+        _prepare(plan, folder, fresh, log)
+        if len(remaining) < len(plan):
+            log(f"resuming {folder.root}: {len(plan) - len(remaining)} of {len(plan)} points already done")
+        log(f"running {plural(len(remaining), 'point')} in {plural(plan.n_tasks(len(remaining)), 'task')} "
+            f"on {ex.describe()}")
+        stamp = shard_stamp(plan)
+        progress, packer = Progress(len(remaining)), Packer(folder.shard_dir, stamp)
+        for task, result in ex.map(plan.tasks(remaining)):
+            folder.write_files(result.files)  # before the shard: a finished shard implies its files exist
+            path = folder.write_shard(task.id, result.dataset, stamp)
+            merger.add(result.dataset)
+            packer.add(path, result.dataset)
+            progress.update(len(task.points), int((result.dataset["status"].values != "ok").sum()),
+                            result.dataset.attrs.get("node"))
+    return _finish(merger, kind, plan, folder)
+
+
+def _prepare(plan: Plan, folder: RunFolder, fresh: bool, log) -> None:
     for path in folder.prepare(plan, fresh=fresh):
         log(f"removed a temporary file a stopped run left: {path}")
-    merger = Merger(plan)
-    state = folder.read_shards(repair=True, each=merger.add)
-    for path, why in state.damaged:
-        log(f"shard {path.name} is damaged ({why}): moved aside as {path.name}.damaged; its points run again")
-    remaining = [int(i) for i in np.flatnonzero(merger.status != "ok")]
-    if len(remaining) < len(plan):
-        log(f"resuming {folder.root}: {len(plan) - len(remaining)} of {len(plan)} points already done")
-    log(f"running {plural(len(remaining), 'point')} in {plural(plan.n_tasks(len(remaining)), 'task')} "
-        f"on {ex.describe()}")
-    progress, stamp = Progress(len(remaining)), shard_stamp(plan)
-    for task, result in ex.map(plan.tasks(remaining)):
-        folder.write_files(result.files)  # before the shard: a finished shard implies its files exist
-        folder.write_shard(task.id, result.dataset, stamp)
-        merger.add(result.dataset)
-        progress.update(len(task.points), int((result.dataset["status"].values != "ok").sum()),
-                        result.dataset.attrs.get("node"))
+
+
+def _finish(merger: Any, kind: str, plan: Plan, folder: RunFolder) -> Outcome:
     dataset = merger.dataset(kind)
     write_netcdf(dataset, folder.result_file)
     return _outcome(dataset, plan, folder)

@@ -8,18 +8,21 @@ coefficient does not check the same address again.
 """
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
+import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pydantic import ValidationError
 
 from runner.errors import RunnerError
-from runner.ids import content_id
+from runner.ids import canonical_json, content_id
 from runner.plan.checks import DataAccess, check_point
 from runner.plan.facts import inputs_read
-from runner.plan.points import Plan
+from runner.plan.points import Plan, _replaced
 from runner.plan.problems import at_point, locate, unique
 from runner.results.folder import RunFolder
 from runner.spec import IDENTITY_EXCLUDES, LoadedSpec, TrainSpec, check_grid_size, load_spec
@@ -63,30 +66,91 @@ def compile_plan(spec: str | Path | LoadedSpec, *, out: str | Path | None = None
 
 
 def _identify(plan: Any, access: DataAccess) -> None:
-    """Validate and check every point, and record its content id and what it reads (files and their digests)."""
+    """Validate and check every point, and record its content id and what it reads (files and their digests).
+
+    Points that differ only in fold-free values (a coefficient, a target return) share a
+    structure: it is validated, its files digested and its identity serialised once, and each
+    point's id is that text with its own numbers put in (the same id as serialising the point).
+    """
     loaded, problems, checked = plan.loaded, [], {}
-    for index, choice in enumerate(itertools.product(*(range(n) for n in plan.shape))):
+    shape, free, fold = plan.shape, plan._free_axes, plan._fold_axes
+    ids = np.empty(len(plan), dtype=object)
+    free_grid = [g.ravel() for g in np.indices(tuple(shape[a] for a in free))] if free else []
+    n_free = len(free_grid[0]) if free else 1
+    for structure in itertools.product(*(range(shape[a]) for a in fold)):
+        multi: list[Any] = [None] * len(shape)
+        for a, i in zip(fold, structure):
+            multi[a] = np.full(n_free, i)
+        for a, g in zip(free, free_grid):
+            multi[a] = g
+        flat = np.ravel_multi_index(multi, shape) if shape else np.zeros(1, dtype=np.int64)
+        choices = np.stack(multi, axis=1) if shape else np.zeros((1, 0), dtype=np.int64)
         try:
-            spec = plan.spec_of(choice)
+            spec = plan.spec_of(tuple(int(i) for i in choices[0]))
         except ValidationError as exc:  # a combination of valid values that is invalid as a whole
-            coords = plan.coords_of(index)
+            coords = plan.coords_of(int(flat[0]))
             problems += [at_point(p, coords) for p in problems_from(exc, loaded.located, loaded.cls)]
             continue
         files, generated = inputs_read(spec, access.base_dir)
-        identity = spec.model_dump(mode="json", exclude=IDENTITY_EXCLUDES, exclude_defaults=True)
-        key = content_id([_without_coefficient(identity), files])  # what the checks can see
-        if key not in checked:
-            missed = access.missed
-            checked[key] = (list(check_point(spec, access)), access.missed != missed)
-        found, deferred = checked[key]
-        problems += [locate(loaded, plan.axes, choice, path, message, plan.coords_of(index)) for path, message in found]
-        plan.ids.append(content_id([identity, {**files, **generated}] if files or generated else identity))
         plan.reads.update(files)
         plan.generated.update(generated)
-        if deferred:
-            plan.deferred.append(index)
+        ids_of = _Identities(plan, spec, {**files, **generated}, free)
+        for index, choice in zip(flat.tolist(), map(tuple, choices.tolist())):
+            key = ids_of.check_key(choice)
+            if key not in checked:
+                missed = access.missed
+                found = list(check_point(plan.spec_of(choice) if free else spec, access))
+                checked[key] = (found, access.missed != missed)
+            found, deferred = checked[key]
+            problems += [locate(loaded, plan.axes, choice, path, message, plan.coords_of(index))
+                         for path, message in found]
+            ids[index] = ids_of.id(choice)
+            if deferred:
+                plan.deferred.append(index)
     if problems:
         raise RunnerError(unique(problems))
+    plan.ids = ids.tolist()
+    plan.deferred.sort()
+
+
+class _Identities:
+    """The content ids of a structure's points, from its identity text with each point's numbers put in."""
+
+    def __init__(self, plan: Any, spec: Any, reads: dict[str, str], free: list[int]):
+        self.plan, self.reads = plan, reads
+        self.members = [(a, m) for a in free for m in plan.axes[a].members]
+        marked = spec
+        for n, (_, member) in enumerate(self.members):
+            marked = _replaced(marked, member.path, _MARK.format(n))
+        identity = marked.model_dump(mode="json", exclude=IDENTITY_EXCLUDES, exclude_defaults=True, warnings=False)
+        self.structure = content_id(_without_coefficient(identity))   # with the marks: the same for every point
+        text = canonical_json([identity, reads] if reads else identity)
+        self.parts = re.split('"' + _MARK.format(r"(\d+)") + '"', text)  # text, mark number, text, ...
+        self.defaults = [_default(spec, member.path) for _, member in self.members]
+
+    def check_key(self, choice: tuple[int, ...]) -> tuple:
+        """What the checks can see of a point: its structure and its fold-free values other than the coefficient."""
+        return (self.structure, *(m.values[choice[a]] for a, m in self.members if m.path != ("intervention", "coefficient")))
+
+    def id(self, choice: tuple[int, ...]) -> str:
+        values = [float(m.values[choice[a]]) for a, m in self.members]
+        if any(v == d for v, d in zip(values, self.defaults)):  # a default is left out of the identity: serialise
+            point = self.plan.spec_of(choice)
+            identity = point.model_dump(mode="json", exclude=IDENTITY_EXCLUDES, exclude_defaults=True)
+            return content_id([identity, self.reads] if self.reads else identity)
+        # a finite float's JSON text is its repr (json.dumps uses float.__repr__)
+        text = "".join(part if i % 2 == 0 else repr(values[int(part)]) for i, part in enumerate(self.parts))
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+_MARK = "@runner-fold-free-{}@"  # stands for a point's own number in its structure's identity text
+
+
+def _default(spec: Any, path: tuple) -> Any:
+    parent = spec
+    for part in path[:-1]:
+        parent = getattr(parent, part)
+    return type(parent).model_fields[path[-1]].default
 
 
 def _without_coefficient(identity: dict) -> dict:

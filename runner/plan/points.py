@@ -17,13 +17,11 @@ from runner.errors import RunnerError
 from runner.ids import content_id
 from runner.plan.checks import DataAccess, check_point
 from runner.plan.problems import locate, unique
-from runner.spec import LoadedSpec, Spec, TrainSpec
+from runner.spec import FOLD_FREE, LoadedSpec, Spec, TrainSpec
 from runner.spec.sweep import Axis
 
 # Tokens (rows x positions) a folded forward pass computes at most; tasks are sized to fill passes.
 PASS_TOKENS = 32768
-# Sweep paths whose values never change which points can share a folded pass.
-FOLD_FREE = {("intervention", "coefficient"), ("data", "trajectories", "target_return")}
 
 
 @dataclass(frozen=True)

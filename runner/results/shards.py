@@ -1,5 +1,9 @@
 """Shards: one netCDF file per finished task, stamped with what computed it and a checksum of its data.
 
+A run of many small tasks gathers its shards into packs of PACK_SHARDS as it goes
+(``Packer``), so a folder holds few files and reading it back is linear in the
+points, not in the tasks.
+
 A shard that cannot be read, or whose data no longer matches its checksum, is
 *damaged*: ``read_shards`` reports it, and (``repair=True``, what ``runner run``
 does) moves it aside as ``<name>.damaged`` so that its points are computed again.
@@ -16,6 +20,9 @@ import numpy as np
 from runner.results.files import write_netcdf
 
 DAMAGED = ".damaged"
+
+PACK_SHARDS = 64      # small shards a run gathers into one file (a pack)
+PACK_POINTS = 4096    # shards with fewer points than this are small
 
 
 def checksum(ds: Any) -> str:
@@ -90,3 +97,45 @@ def read_shards(shard_dir: Path, repair: bool = False, each: Callable[[Any], Non
             if state.status.get(str(pid)) != "ok":
                 state.status[str(pid)] = str(st)
     return state
+
+
+class Packer:
+    """Gathers the small shards a run writes into packs of PACK_SHARDS, so that a run of many small tasks
+    leaves few files and reading its folder back costs per point, not per file (fewer than PACK_SHARDS
+    left at the end stay as they are).
+
+    A pack is written (atomically, checksummed) before its shards are removed: a run killed
+    in between leaves both, which hold the same records, and the next read takes either.
+    """
+
+    def __init__(self, shard_dir: Path, stamp: dict[str, str]):
+        self.shard_dir, self.stamp = shard_dir, stamp
+        self.waiting: list[tuple[Path, Any]] = []
+
+    def add(self, path: Path, ds: Any) -> None:
+        if ds.sizes.get("point", 0) < PACK_POINTS:
+            self.waiting.append((path, ds))
+            if len(self.waiting) >= PACK_SHARDS:
+                self.flush()
+
+    def flush(self) -> None:
+        """Pack the shards waiting."""
+        from runner.ids import content_id
+
+        waiting, self.waiting = self.waiting, []
+        pack = stack_shards([ds for _, ds in waiting])
+        pack.attrs = {"device": waiting[0][1].attrs.get("device", "cpu")}
+        write_shard(self.shard_dir / f"pack-{content_id([p.name for p, _ in waiting])}.nc", pack, self.stamp)
+        for path, _ in waiting:
+            path.unlink(missing_ok=True)
+
+
+def stack_shards(datasets: list[Any]) -> Any:
+    """Shards concatenated along ``point``: labels joined (NaN where a shard had none), text left empty."""
+    import xarray as xr
+
+    out = xr.concat(datasets, dim="point", join="outer", data_vars="all", coords="minimal", compat="override")
+    for name, var in out.data_vars.items():
+        if var.dtype == object:
+            out[name] = var.fillna("")
+    return out
