@@ -91,10 +91,13 @@ def test_random_edits_from_the_edited_layer_and_position_equal_a_full_forward(ki
     with torch.inference_mode():
         clean, cache = model.run_with_cache(inputs, names_filter=lambda n: n in names)
         length = clean.shape[1]
-        checked = 0
+        checked = checked_at_input = 0
         for _ in range(TRIALS):
             edits = [random_edit(rng, length) for _ in range(2)]
             edits[1] |= {"layer": edits[0]["layer"]}       # points in one folded pass share the layer
+            if rng.random() < 0.3:                          # both at the block's input, as a patch of resid_pre is
+                for e in edits:
+                    e |= {"site": "hook_resid_pre", "delta": e["delta"][:D_MODEL].repeat(D_MODEL)[:D_MODEL]}
             full = []
             for edit in edits:
                 with body.hooks(fwd_hooks=[hook_for(edit)]):
@@ -110,8 +113,17 @@ def test_random_edits_from_the_edited_layer_and_position_equal_a_full_forward(ki
             stacked = torch.cat([resid, resid])                # two points' rows, one shared prefix
             with body.hooks(fwd_hooks=hooks):
                 reused = run_from(body, stacked, layer, prefix=prefix)
+            final = layer == N_LAYERS - 1  # last_only computes the final block for the last position: no hook in it
             with body.hooks(fwd_hooks=hooks):
-                last = run_from(body, stacked, layer, slice(-1, None), prefix=prefix, last_only=True)
+                last = run_from(body, stacked, layer, slice(-1, None), prefix=prefix, last_only=not final)
+            if all(e["site"] == "hook_resid_pre" for e in edits):  # made to the residual a pass starts from
+                edited = stacked.clone()
+                for i, e in enumerate(edits):
+                    edited[i * BATCH:(i + 1) * BATCH, [p - start for p in e["positions"]]] += e["delta"]
+                tail = run_from(body, edited, layer, slice(-1, None), prefix=prefix, last_only=True)
+                for i, expected in enumerate(full):
+                    torch.testing.assert_close(tail[i * BATCH:(i + 1) * BATCH], expected[:, -1:], atol=1e-5, rtol=0)
+                    checked_at_input += 1
             for i, expected in enumerate(full):
                 rows = slice(i * BATCH, (i + 1) * BATCH)
                 torch.testing.assert_close(reused[rows], expected[:, start:], atol=1e-5, rtol=0)
@@ -119,7 +131,7 @@ def test_random_edits_from_the_edited_layer_and_position_equal_a_full_forward(ki
                 first = edits[i]["positions"][0]                 # the edit is not a no-op
                 assert not torch.allclose(expected[:, first], clean[:, first], atol=1e-4)
                 checked += 1
-    assert checked == 2 * TRIALS
+    assert checked == 2 * TRIALS and checked_at_input >= 4
 
 
 def _both(first, second):

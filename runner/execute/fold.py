@@ -102,19 +102,24 @@ def folded_pass(group: Any, chunk: list, reuse: bool) -> list[tuple[torch.Tensor
     for r, (_, _, edit) in zip(rows, chunk):
         by_site[edit.site].append((r, edit.shifted(start)))
     captured: dict[str, torch.Tensor] = {}
-    hooks = [(site, _edit_rows(edits)) for site, edits in by_site.items()]
+    at_input = layer is not None and set(by_site) == {f"blocks.{layer}.hook_resid_pre"}
+    hooks = [] if at_input else [(site, _edit_rows(edits)) for site, edits in by_site.items()]
     hooks += [(name, lambda x, hook, name=name: captured.__setitem__(name, metrics.last_position(name, x)))
               for name in sorted(group.readouts)]
     if layer is None:  # an edit before the blocks (embeddings): run from the inputs
         logits = group.model.run_with_hooks(stack([v.inputs for _, v, _ in chunk]), fwd_hooks=hooks)[:, -1]
     else:
         resid = torch.cat([v.cache[f"blocks.{layer}.hook_resid_pre"][:, start:] for _, v, _ in chunk])
+        if at_input:  # the edits are to the residual the pass starts from: made to it, no edit sits in a block
+            resid = _edit_rows(by_site[f"blocks.{layer}.hook_resid_pre"])(resid, None)
         variants = [v for _, v, _ in chunk] if len({id(v) for _, v, _ in chunk}) > 1 else [chunk[0][1]]  # shared
         prefix = {later: tuple(torch.cat([v.cache[f"blocks.{later}.attn.hook_{kv}"][:, :start] for v in variants])
                                for kv in ("k", "v"))
                   for later in range(layer, group.sizes.n_layers)} if start else None
         with group.model.hooks(fwd_hooks=hooks):
-            logits = run_from(group.model, resid, layer, slice(-1, None), prefix=prefix, last_only=True)[:, -1]
+            # the final block computes the last position alone unless an edit sits in it
+            last_only = at_input or layer < group.sizes.n_layers - 1
+            logits = run_from(group.model, resid, layer, slice(-1, None), prefix=prefix, last_only=last_only)[:, -1]
     return [(logits[r], {name: value[r] for name, value in captured.items()}) for r in rows]
 
 

@@ -78,8 +78,10 @@ class Group:
             inputs = make_inputs(data, self.model, self.base_dir, self.seed, self.device, variant.data)
             if site is None:
                 self._other[key] = self.model(inputs)[:, -1]
-            else:
-                self._other[key] = self.model.run_with_cache(inputs, names_filter=lambda n: n == site)[1][site]
+            else:  # every site of the group at once: the points of a heatmap read one site per layer
+                sites = self.sites - {name for (k, name, v) in self._other if k == key[0] and v == key[2]}
+                _, cache = self.model.run_with_cache(inputs, names_filter=lambda n: n in sites or n == site)
+                self._other.update({(key[0], name, key[2]): a for name, a in cache.items()})
         return self._other[key]
 
 

@@ -73,7 +73,7 @@ def run_from(model: Any, resid: torch.Tensor, layer: int, positions: slice = sli
     """
     prefix = prefix or {}
     final = len(model.blocks) - 1
-    tail = last_only and layer < final and resid.shape[1] > 1
+    tail = last_only and resid.shape[1] > 1
     with _attending_to(model, {at: (kv, None) for at, kv in prefix.items() if not (tail and at == final)}):
         for block in model.blocks[layer:final if tail else final + 1]:
             out = block(resid)

@@ -123,8 +123,8 @@ class _Identities:
         for n, (_, member) in enumerate(self.members):
             marked = _replaced(marked, member.path, _MARK.format(n))
         identity = marked.model_dump(mode="json", exclude=IDENTITY_EXCLUDES, exclude_defaults=True, warnings=False)
-        self.structure = content_id(_without_coefficient(identity))   # with the marks: the same for every point
         text = canonical_json([identity, reads] if reads else identity)
+        self.structure = hashlib.sha256(text.encode()).hexdigest()  # with the marks: the same for every point
         self.parts = re.split('"' + _MARK.format(r"(\d+)") + '"', text)  # text, mark number, text, ...
         self.defaults = [_default(spec, member.path) for _, member in self.members]
 
@@ -133,6 +133,8 @@ class _Identities:
         return (self.structure, *(m.values[choice[a]] for a, m in self.members if m.path != ("intervention", "coefficient")))
 
     def id(self, choice: tuple[int, ...]) -> str:
+        if not self.members:
+            return self.structure[:12]
         values = [float(m.values[choice[a]]) for a, m in self.members]
         if any(v == d for v, d in zip(values, self.defaults)):  # a default is left out of the identity: serialise
             point = self.plan.spec_of(choice)
@@ -151,14 +153,6 @@ def _default(spec: Any, path: tuple) -> Any:
     for part in path[:-1]:
         parent = getattr(parent, part)
     return type(parent).model_fields[path[-1]].default
-
-
-def _without_coefficient(identity: dict) -> dict:
-    """A point's identity less its coefficient: no check reads it (finiteness is checked per sweep value)."""
-    intervention = identity.get("intervention")
-    if isinstance(intervention, dict) and "coefficient" in intervention:
-        return {**identity, "intervention": {k: v for k, v in intervention.items() if k != "coefficient"}}
-    return identity
 
 
 def _run_axes(loaded: LoadedSpec, base: Path) -> tuple[list[Axis], list[Path]]:

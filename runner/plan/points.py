@@ -116,7 +116,7 @@ class Plan:
         """
         structure = tuple(choice[i] for i in self._fold_axes)
         if structure not in self._validated:
-            if len(self._validated) > 64:
+            if len(self._validated) > 1024:  # a structure's spec: a few KB
                 self._validated.clear()
             self._validated[structure] = self.loaded.cls.model_validate(self.loaded.point_data(self.assignments(choice)))
         spec = self._validated[structure]

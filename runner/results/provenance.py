@@ -46,7 +46,9 @@ def runner_stamp() -> dict[str, str]:
     return {"runner_version": version("runner"), "runner_commit": commit, "runner_dirty": dirty}
 
 
+@functools.lru_cache(maxsize=None)
 def version(package: str) -> str:
+    """An installed package's version (read once per process: metadata lookups cost milliseconds)."""
     try:
         return metadata.version(package.replace("_", "-"))
     except metadata.PackageNotFoundError:
