@@ -73,6 +73,11 @@ def test_many_small_tasks_leave_few_files_that_read_back_the_same(project):
     shard_dir = project / "results" / "base" / "shards"
     packs = sorted(shard_dir.glob("pack-*.nc"))
     assert len(packs) == 160 // PACK_SHARDS and len(list(shard_dir.glob("*.nc"))) == 160 % PACK_SHARDS + len(packs)
+    from runner.results.shards import _load
+
+    pack, by_xarray = _load(packs[0]), xr.load_dataset(packs[0])   # read without xarray: the same records
+    assert pack.sizes["point"] == PACK_SHARDS and (pack.point_id.values == by_xarray.point_id.values).all()
+    np.testing.assert_array_equal(pack.logits.values, by_xarray.logits.values)
     shutil.copy(packs[0], shard_dir / "pack-copy.nc")  # a run killed after writing a pack, before removing its shards
     (project / "results" / "base" / "result.nc").unlink()
     again = cli("run", "spec.yaml", cwd=project)

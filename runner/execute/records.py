@@ -73,17 +73,41 @@ class Records:
             record = self.by_index[i]
             if isinstance(record, Record):
                 groups.setdefault(record.signature(), []).append(i)
+        failures = [self.by_index[i] if isinstance(self.by_index[i], Failure) else None for i in indices]
+        meta = {"status": np.array(["ok" if f is None else "failed" for f in failures], dtype=object),
+                "error": np.array(["" if f is None else f.message for f in failures], dtype=object),
+                "point_id": np.array([p.id for p in self.points], dtype=object)}
+        point = np.array(indices, dtype=np.int64)
+        if len(groups) <= 1:  # the usual case: one array per variable, built at once
+            members = next(iter(groups.values()), [])
+            data = self._one_shape(indices, members) if members else {}
+            coords = {"point": point, **(self.by_index[members[0]].coords if members else {})}
+            return xr.Dataset({**data, **{name: ("point", values) for name, values in meta.items()}}, coords=coords)
         parts = [self._stacked(members) for members in groups.values()]
-        ds = xr.concat(parts, dim="point", join="outer") if parts else xr.Dataset()
-        ds = ds.reindex(point=indices) if parts else ds.assign_coords(point=np.array(indices, dtype=np.int64))
+        ds = xr.concat(parts, dim="point", join="outer").reindex(point=point)
         for name, var in ds.data_vars.items():  # a failed point's text is empty, not NaN
             if var.dtype == object:
                 ds[name] = var.fillna("")
-        failures = [self.by_index[i] if isinstance(self.by_index[i], Failure) else None for i in indices]
-        ds["status"] = ("point", np.array(["ok" if f is None else "failed" for f in failures], dtype=object))
-        ds["error"] = ("point", np.array(["" if f is None else f.message for f in failures], dtype=object))
-        ds["point_id"] = ("point", np.array([p.id for p in self.points], dtype=object))
-        return ds
+        return ds.assign({name: ("point", values) for name, values in meta.items()})
+
+    def _one_shape(self, indices: list[int], members: list[int]) -> dict[str, xr.Variable]:
+        """Every variable of records of one shape, over ``indices`` (rows of failed points NaN, or empty text)."""
+        first: Record = self.by_index[members[0]]
+        rows = np.searchsorted(np.array(indices), members) if len(members) < len(indices) else None
+        if rows is not None and not (np.array(indices)[rows] == members).all():  # indices not sorted
+            at = {index: k for k, index in enumerate(indices)}
+            rows = np.array([at[i] for i in members])
+        out = {}
+        for name, (dims, _, attrs) in first.variables.items():
+            values = np.stack([self.by_index[i].variables[name][1] for i in members])
+            if rows is not None:  # as reindexing would: integers become floats, text and flags objects
+                kind = values.dtype.kind
+                dtype = values.dtype if kind in "fc" else (np.float64 if kind in "iu" else object)
+                full = np.full((len(indices),) + values.shape[1:], "" if dtype == object else np.nan, dtype=dtype)
+                full[rows] = values
+                values = full
+            out[name] = xr.Variable(("point",) + tuple(dims), values, attrs)
+        return out
 
     def _stacked(self, indices: list[int]) -> xr.Dataset:
         first: Record = self.by_index[indices[0]]

@@ -49,10 +49,8 @@ def write_shard(path: Path, ds: Any, stamp: dict[str, str]) -> None:
 
 def read_shard(path: Path) -> Any:
     """A shard's dataset, loaded; ValueError if it cannot be read or its data fails its checksum."""
-    import xarray as xr
-
     try:
-        ds = xr.load_dataset(path)
+        ds = _load(path)
     except Exception as exc:  # netCDF4 and HDF5 raise many types for truncated or foreign files
         raise ValueError(f"unreadable ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
     expected = ds.attrs.get("checksum")
@@ -61,6 +59,33 @@ def read_shard(path: Path) -> Any:
     if "point_id" not in ds or "status" not in ds:
         raise ValueError("not a shard (no point_id or status)")
     return ds
+
+
+def _load(path: Path) -> Any:
+    """A shard as a loaded Dataset, read with netCDF4 directly: xarray's open costs ~7 ms a file, this ~1 ms.
+
+    Shards hold numbers, text and labels only, so the only CF conventions to undo are
+    xarray's: ``_FillValue`` (NaN, kept as NaN), booleans stored as int8 (``dtype: bool``)
+    and the ``coordinates`` attribute naming non-dimension coordinates.
+    """
+    import netCDF4
+    import xarray as xr
+
+    with netCDF4.Dataset(path) as nc:
+        nc.set_auto_maskandscale(False)
+        attrs = {k: nc.getncattr(k) for k in nc.ncattrs()}
+        variables, coords = {}, set(nc.dimensions)
+        for name, var in nc.variables.items():
+            var_attrs = {k: var.getncattr(k) for k in var.ncattrs() if k != "_FillValue"}
+            values = var[...]
+            if var.dtype is str:
+                values = np.asarray(values, dtype=object)
+            if var_attrs.pop("dtype", None) == "bool":
+                values = values.astype(bool)
+            coords.update(str(var_attrs.pop("coordinates", "")).split())
+            variables[name] = xr.Variable(var.dimensions, values, var_attrs)
+    return xr.Dataset({n: v for n, v in variables.items() if n not in coords},
+                      coords={n: v for n, v in variables.items() if n in coords}, attrs=attrs)
 
 
 @dataclass
