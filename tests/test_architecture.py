@@ -210,3 +210,26 @@ def test_validate_of_an_agent_spec_reads_no_weights_writes_nothing_and_imports_n
 
     out = subprocess.run([sys.executable, "-c", probe], cwd=project, capture_output=True, text=True, timeout=60)
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr
+
+
+def test_a_null_target_return_in_a_sweep_compiles_with_ids_of_its_own(project, untrained_agent):
+    """A target-return axis holding null is not fold-free (null is not a number): each point is serialised."""
+    from runner.plan import compile_plan
+    from runner.plan.facts import inputs_read
+    from runner.spec import point_identity
+
+    spec = write_spec(project, f"""\
+        name: rtg-null
+        model: {{checkpoint: {untrained_agent}}}
+        data:
+          trajectories: {{env: BabyAI-GoToRedBallGrey-v0, episodes: 2, seed: 0}}
+        sweep:
+          data.trajectories.target_return: [0.5, null, 1.0]
+        metrics: [action_logits]
+        """)
+    plan = compile_plan(spec)
+    assert len(set(plan.ids)) == 3
+    for index, point in enumerate(plan.points):
+        files, generated = inputs_read(point.spec, project)
+        assert plan.ids[index] == point_identity(point.spec, {**files, **generated})
+    assert plan.point(1).spec.data.target_return is None

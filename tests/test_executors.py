@@ -170,9 +170,10 @@ def test_workers_without_the_project_folder_read_shipped_copies_of_its_files(pro
     from runner.plan import compile_plan
 
     np.save(project / "v.npy", np.random.default_rng(3).standard_normal(32).astype(np.float32))
-    spec = write_spec(project, BASE_SPEC.replace("vector: {random: {seed: 0}}", "vector: {file: v.npy}"))
+    (project / "latest.npy").symlink_to("v.npy")  # shipped under the name the spec gives it
+    spec = write_spec(project, BASE_SPEC.replace("vector: {random: {seed: 0}}", "vector: {file: latest.npy}"))
     plan = compile_plan(spec)
-    assert set(plan.input_files()) == {"v.npy"}
+    assert set(plan.input_files()) == {"latest.npy"}
     elsewhere = project / "not-on-this-node"
     tasks = [dataclasses.replace(t, base_dir=str(elsewhere)) for t in plan.tasks()]
     with RayExecutor(plan.spec.execution, None, plan.input_files()) as executor:

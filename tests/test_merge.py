@@ -62,3 +62,34 @@ def test_out_pointing_at_a_file_is_a_clear_error(project):
     (project / "afile").write_text("x")
     done = cli("run", "spec.yaml", "--out", "afile", cwd=project)
     assert done.returncode == 2 and "is not a folder" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_only_shards_of_one_shape_share_a_pack(tmp_path):
+    """A pack is a plain concatenation: integer dtypes and label order survive, other shapes stay alone."""
+    from runner.results.shards import PACK_SHARDS, Packer, read_shard, write_shard
+
+    def shard(index: int, labels: list[str]) -> xr.Dataset:
+        return xr.Dataset({"steps": (("point", "role"), np.full((1, len(labels)), index, dtype=np.int32)),
+                           "status": ("point", np.array(["ok"], dtype=object)),
+                           "error": ("point", np.array([""], dtype=object)),
+                           "point_id": ("point", np.array([f"id{index}"], dtype=object))},
+                          coords={"point": [index], "role": labels})
+
+    packer, stamp = Packer(tmp_path, {"run_id": "r"}), {"run_id": "r"}
+    for i in range(PACK_SHARDS + 5):
+        ds = shard(i, ["S1", "A1", "S2"] if i % 2 == 0 or i >= PACK_SHARDS * 2 else ["I0", "S1"])
+        path = tmp_path / f"{i}.nc"
+        write_shard(path, ds, stamp)
+        packer.add(path, ds)
+    packs = sorted(tmp_path.glob("pack-*.nc"))
+    assert len(packs) == 0  # 37 and 32 of the two shapes: neither reached 64
+    for i in range(PACK_SHARDS + 5, 2 * PACK_SHARDS + 10):
+        ds = shard(i, ["S1", "A1", "S2"])
+        path = tmp_path / f"{i}.nc"
+        write_shard(path, ds, stamp)
+        packer.add(path, ds)
+    (pack,) = tmp_path.glob("pack-*.nc")
+    packed = read_shard(pack)
+    assert packed.sizes["point"] == PACK_SHARDS and packed.steps.dtype == np.int32
+    assert packed.role.values.tolist() == ["S1", "A1", "S2"]
+    assert len(list(tmp_path.glob("*.nc"))) == 2 * PACK_SHARDS + 10 - PACK_SHARDS + 1

@@ -5,6 +5,7 @@ so that both see the same model and the same demonstrations.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -110,7 +111,9 @@ def _data_sources(spec: Any) -> list[Any]:
 
 
 def _label(path: Path, base_dir: str | Path) -> str:
+    """The path as the spec names it (symlinks not followed: a worker opens that name), relative to the project."""
+    path = Path(os.path.normpath(os.path.abspath(path)))
     try:
-        return str(path.resolve().relative_to(Path(base_dir).resolve()))
+        return str(path.relative_to(Path(base_dir).resolve()))
     except ValueError:
-        return str(path.resolve())
+        return str(path)

@@ -133,7 +133,10 @@ class Plan:
 
     @cached_property
     def _free_axes(self) -> list[int]:
-        return [i for i, a in enumerate(self.axes) if all(m.path in FOLD_FREE for m in a.members)]
+        def numbers(member: Any) -> bool:  # a null target return is not a number: its points are serialised
+            return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in member.values)
+
+        return [i for i, a in enumerate(self.axes) if all(m.path in FOLD_FREE and numbers(m) for m in a.members)]
 
     @cached_property
     def _fold_axes(self) -> list[int]:

@@ -129,38 +129,52 @@ class Packer:
     leaves few files and reading its folder back costs per point, not per file (fewer than PACK_SHARDS
     left at the end stay as they are).
 
-    A pack is written (atomically, checksummed) before its shards are removed: a run killed
-    in between leaves both, which hold the same records, and the next read takes either.
+    Only shards of one shape share a pack (the same variables, dims, dtypes and labels), so a
+    pack is their concatenation and nothing else: no fill values, no reordered labels. A pack
+    is written atomically and flushed to disk before its shards are removed: a run killed in
+    between leaves both, which hold the same records, and the next read takes either.
     """
 
     def __init__(self, shard_dir: Path, stamp: dict[str, str]):
         self.shard_dir, self.stamp = shard_dir, stamp
-        self.waiting: list[tuple[Path, Any]] = []
+        self.waiting: dict[tuple, list[tuple[Path, Any]]] = {}
 
     def add(self, path: Path, ds: Any) -> None:
         if ds.sizes.get("point", 0) < PACK_POINTS:
-            self.waiting.append((path, ds))
-            if len(self.waiting) >= PACK_SHARDS:
-                self.flush()
+            same = self.waiting.setdefault(_shape(ds), [])
+            same.append((path, ds))
+            if len(same) >= PACK_SHARDS:
+                self._pack(self.waiting.pop(_shape(ds)))
 
-    def flush(self) -> None:
-        """Pack the shards waiting."""
+    def _pack(self, waiting: list[tuple[Path, Any]]) -> None:
+        import xarray as xr
+
         from runner.ids import content_id
 
-        waiting, self.waiting = self.waiting, []
-        pack = stack_shards([ds for _, ds in waiting])
-        pack.attrs = {"device": waiting[0][1].attrs.get("device", "cpu")}
-        write_shard(self.shard_dir / f"pack-{content_id([p.name for p, _ in waiting])}.nc", pack, self.stamp)
-        for path, _ in waiting:
-            path.unlink(missing_ok=True)
+        pack = xr.concat([ds for _, ds in waiting], dim="point")
+        pack.attrs = {"device": ", ".join(sorted({str(ds.attrs.get("device", "cpu")) for _, ds in waiting}))}
+        path = self.shard_dir / f"pack-{content_id([p.name for p, _ in waiting])}.nc"
+        write_shard(path, pack, self.stamp)
+        _sync(path)
+        for shard, _ in waiting:
+            shard.unlink(missing_ok=True)
 
 
-def stack_shards(datasets: list[Any]) -> Any:
-    """Shards concatenated along ``point``: labels joined (NaN where a shard had none), text left empty."""
-    import xarray as xr
+def _shape(ds: Any) -> tuple:
+    """What shards must share to be packed: variables with dims and dtypes, and every label but the points'."""
+    variables = tuple((name, v.dims, v.dtype.str) for name, v in sorted(ds.data_vars.items()))
+    labels = tuple((name, c.values.dtype.str, c.values.tobytes() if c.values.dtype != object else tuple(c.values))
+                   for name, c in sorted(ds.coords.items()) if name != "point")
+    return variables, labels
 
-    out = xr.concat(datasets, dim="point", join="outer", data_vars="all", coords="minimal", compat="override")
-    for name, var in out.data_vars.items():
-        if var.dtype == object:
-            out[name] = var.fillna("")
-    return out
+
+def _sync(path: Path) -> None:
+    """Flush a file and its folder entry to disk."""
+    import os
+
+    for target, flags in ((path, os.O_RDONLY), (path.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))):
+        fd = os.open(target, flags)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
