@@ -40,25 +40,24 @@ def chunks(items: list, length: int, reuse: bool) -> list[list]:
     than a pass of their own (PASS_OVERHEAD) would: an exact partition, by dynamic programming.
     """
     if not reuse:
-        return _packed([(0, items)], length)
+        return _packed(items, 0, length)
     by_first: dict[int, list] = defaultdict(list)
     for item in items:
         by_first[item[2].first].append(item)
     groups = sorted(by_first.items(), key=lambda g: -g[0])   # latest first: suffixes grow along the list
-    pieces = [piece for first, group in groups for piece in _packed([(first, group)], length)]
+    pieces = [piece for first, group in groups for piece in _packed(group, first, length)]
     return [sum(pieces[j:i], []) for j, i in _partition(pieces, length)]
 
 
-def _packed(groups: list[tuple[int, list]], length: int) -> list[list]:
-    """Items in order, cut into passes of at most MAX_TOKENS (rows x positions from the group's start)."""
+def _packed(items: list, first: int, length: int) -> list[list]:
+    """Items in order, cut into passes of at most MAX_TOKENS (rows x positions from ``first`` on)."""
     out: list[list] = []
-    for first, group in groups:
-        for item in group:
-            rows = batch_size(item[1].inputs)
-            if out and (len(out[-1]) + 1) * rows * (length - first) <= MAX_TOKENS:
-                out[-1].append(item)
-            else:
-                out.append([item])
+    for item in items:
+        rows = batch_size(item[1].inputs)
+        if out and (len(out[-1]) + 1) * rows * (length - first) <= MAX_TOKENS:
+            out[-1].append(item)
+        else:
+            out.append([item])
     return out
 
 

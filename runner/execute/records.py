@@ -93,10 +93,8 @@ class Records:
     def _one_shape(self, indices: list[int], members: list[int]) -> dict[str, xr.Variable]:
         """Every variable of records of one shape, over ``indices`` (rows of failed points NaN, or empty text)."""
         first: Record = self.by_index[members[0]]
-        rows = np.searchsorted(np.array(indices), members) if len(members) < len(indices) else None
-        if rows is not None and not (np.array(indices)[rows] == members).all():  # indices not sorted
-            at = {index: k for k, index in enumerate(indices)}
-            rows = np.array([at[i] for i in members])
+        at = {index: k for k, index in enumerate(indices)}
+        rows = np.array([at[i] for i in members]) if len(members) < len(indices) else None
         out = {}
         for name, (dims, _, attrs) in first.variables.items():
             values = np.stack([self.by_index[i].variables[name][1] for i in members])

@@ -17,7 +17,7 @@ True
 >>> suffix = run_from(body, cache["blocks.1.hook_resid_pre"][:, 3:], 1, prefix=prefix)
 >>> torch.allclose(suffix, logits[:, 3:], atol=1e-5)
 True
->>> last = run_from(body, cache["blocks.1.hook_resid_pre"], 0 + 1, slice(-1, None), last_only=True)
+>>> last = run_from(body, cache["blocks.1.hook_resid_pre"], 1, slice(-1, None), last_only=True)
 >>> torch.allclose(last, logits[:, -1:], atol=1e-5)
 True
 """

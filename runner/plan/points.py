@@ -181,8 +181,8 @@ class Plan:
 
     def tasks(self, indices: Iterable[int] | None = None) -> Iterator[Task]:
         """The tasks that compute ``indices`` (default: every point), built one at a time."""
-        wanted = None if indices is None else set(int(i) for i in indices)
-        ordered = [int(i) for i in self.order if wanted is None or int(i) in wanted]
+        order = self.order if indices is None else self.order[np.isin(self.order, np.fromiter(indices, np.int64))]
+        ordered = order.tolist()
         ex = self.spec.execution
         for start in range(0, len(ordered), self.points_per_task):
             chunk = tuple(self.point(i) for i in ordered[start:start + self.points_per_task])

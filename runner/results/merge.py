@@ -96,10 +96,6 @@ class Merger:
             target.values[np.ix_(at, *[w if not isinstance(w, slice) else np.arange(target.values.shape[d + 1])
                                        for d, w in enumerate(where)])] = values
 
-    def missing(self) -> list[int]:
-        """Grid indices with no record yet."""
-        return [int(i) for i in np.flatnonzero(self.status == "")]
-
     def dataset(self, executor: str) -> xr.Dataset:
         """The run's dataset over the sweep dims, with provenance."""
         plan = self.plan

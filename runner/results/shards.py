@@ -141,10 +141,10 @@ class Packer:
 
     def add(self, path: Path, ds: Any) -> None:
         if ds.sizes.get("point", 0) < PACK_POINTS:
-            same = self.waiting.setdefault(_shape(ds), [])
-            same.append((path, ds))
-            if len(same) >= PACK_SHARDS:
-                self._pack(self.waiting.pop(_shape(ds)))
+            shape = _shape(ds)
+            self.waiting.setdefault(shape, []).append((path, ds))
+            if len(self.waiting[shape]) >= PACK_SHARDS:
+                self._pack(self.waiting.pop(shape))
 
     def _pack(self, waiting: list[tuple[Path, Any]]) -> None:
         import xarray as xr
