@@ -57,6 +57,26 @@ def load(x: str | Path) -> Any:
     return _load(x)
 
 
+def plot(ds: Any, var: str | None = None, *, x: str | None = None, hue: str | None = None, col: str | None = None,
+         out: str | Path | None = None, figure: dict[str, str] | None = None) -> Any:
+    """A matplotlib Figure of one variable of a result, laid out from its dims; written to ``out`` if given.
+
+    Samples and episodes are averaged (error bars: the standard error, or a stored interval), failed points
+    left out; then one dim is a line, two a line per ``hue`` over a swept number or else a heatmap (diverging
+    about 0 for signed values), three one panel per ``col``. ``var``, ``x``, ``hue`` and ``col`` default to the
+    spec's ``figure:``, then to that rule (see ``runner.results.plot``).
+
+    >>> import tempfile; from pathlib import Path
+    >>> out = Path(tempfile.mkdtemp()) / "kl.png"
+    >>> fig = runner.plot(runner.load("tiny"), out=out)
+    >>> out.is_file(), fig.axes[0].get_xlabel(), len(fig.axes[0].containers)   # a line per layer, with error bars
+    (True, 'coefficient', 2)
+    """
+    from runner.results.plot import plot as _plot
+
+    return _plot(ds, var, x=x, hue=hue, col=col, out=out, figure=figure)
+
+
 def load_model(x: str | Path) -> Any:
     """The model a spec names, or the agent in a checkpoint folder, ready for TransformerLens-style hooks.
 
@@ -108,4 +128,5 @@ def load_policy(path: str | Path, target_return: float | None = None) -> Any:
     return Policy(load_model(path), target_return)
 
 
-__all__ = ["RunnerError", "compile_plan", "load", "load_model", "load_policy", "load_spec", "run", "__version__"]
+__all__ = ["RunnerError", "compile_plan", "load", "load_model", "load_policy", "load_spec", "plot", "run",
+           "__version__"]

@@ -1,4 +1,8 @@
-"""The command line: validate, schema, plan, run, status, show.
+"""The command line: validate, schema, plan, run, status, show, plot, ls.
+
+Every verb takes ``-v`` (debug detail: executor decisions, per-task timings, shard
+packing) and ``-q`` (errors only; the exit code says the rest), before or after the
+verb. A run's ``run.log`` gets everything whatever the terminal shows.
 
 Exit codes: 0 all ok; 1 finished with failed points (result written); 2 refused
 before running (a bad spec or input, a busy or foreign folder, impossible
@@ -9,27 +13,50 @@ only a bug in runner itself does (exit 70).
 from __future__ import annotations
 
 import argparse
-import json
+import logging
 import os
 import sys
 from pathlib import Path
 
+from runner.console import NORMAL, QUIET, VERBOSE, close_run_logs, detail, run_log, say, set_verbosity
 from runner.errors import RunnerError
 
 EXIT_FAILED_POINTS = 1
 EXIT_BUG = 70  # sysexits' EX_SOFTWARE
+ERROR = logging.ERROR
+
+# -v / -q, for the top parser and every verb (``parents=[_common]``): `runner -q run S` and `runner run -q S`
+_common = argparse.ArgumentParser(add_help=False)
+_volume = _common.add_mutually_exclusive_group()
+_volume.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
+                     help="say more: debug detail (executor decisions, per-task timings, shard packing)")
+_volume.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                     help="say only errors (the exit code says the rest; show, status, ls, plan and schema still "
+                          "print what they were asked for); no progress")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = _parser().parse_args(argv)
+    args.argv = argv
+    verbose, quiet = getattr(args, "verbose", 0), getattr(args, "quiet", False)
+    before = set_verbosity(VERBOSE if verbose else QUIET if quiet else NORMAL)
+    try:
+        return _dispatch(args)
+    finally:
+        close_run_logs()
+        set_verbosity(before)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    """Run the verb; its errors become a message and an exit code."""
     try:
         return args.func(args)
     except RunnerError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        say(f"error: {exc}", level=ERROR)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("interrupted: finished tasks are kept; rerun the same command to resume", file=sys.stderr)
+        say("interrupted: finished tasks are kept; rerun the same command to resume", level=ERROR)
         return 130
     except BrokenPipeError:  # `runner schema | head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -37,28 +64,38 @@ def main(argv: list[str] | None = None) -> int:
     except Exception:
         import traceback
 
-        traceback.print_exc()
-        print("internal error: this is a bug in runner, please report it with the traceback above", file=sys.stderr)
+        say(traceback.format_exc().rstrip(), level=ERROR)
+        say("internal error: this is a bug in runner, please report it with the traceback above", level=ERROR)
         return EXIT_BUG
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="runner", description="Declarative interpretability experiments.")
+    parser = argparse.ArgumentParser(prog="runner", description="Declarative interpretability experiments.",
+                                     parents=[_common])
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
-    p = verbs.add_parser("validate", help="check specs (schema, sweep, model-dependent checks); writes nothing")
+    p = verbs.add_parser("validate", parents=[_common],
+                         help="check specs (schema, sweep, model-dependent checks); writes nothing")
     p.add_argument("specs", nargs="+", metavar="SPEC")
     p.set_defaults(func=cmd_validate)
 
-    p = verbs.add_parser("schema", help="print the JSON Schema of the spec language")
+    p = verbs.add_parser("schema", parents=[_common], help="print the JSON Schema of the spec language")
     p.set_defaults(func=cmd_schema)
 
-    p = verbs.add_parser("plan", help="show dims, points, tasks, resources and output folder; writes nothing")
+    p = verbs.add_parser("init", parents=[_common], help="write a commented starter spec that validates")
+    p.add_argument("kind", choices=INIT_KINDS, metavar="KIND", help=f"one of {', '.join(INIT_KINDS)}")
+    p.add_argument("--out", metavar="FILE", help="where to write (default ./KIND.yaml; - prints it); "
+                                                 "an existing file is never overwritten")
+    p.set_defaults(func=cmd_init)
+
+    p = verbs.add_parser("plan", parents=[_common],
+                         help="show dims, points, tasks, resources and output folder; writes nothing")
     p.add_argument("spec", metavar="SPEC")
     p.add_argument("--out", metavar="DIR", help="run folder instead of results/<name>/")
     p.set_defaults(func=cmd_plan)
 
-    p = verbs.add_parser("run", help="run a spec; a rerun resumes from finished shards")
+    p = verbs.add_parser("run", parents=[_common],
+                         help="run a spec; a rerun resumes from finished shards; run.log in the run folder")
     p.add_argument("spec", metavar="SPEC")
     p.add_argument("--executor", choices=["local", "ray"], help="override execution.executor")
     p.add_argument("--address", metavar="ADDR", help="Ray cluster address (ray executor; default: execution.address, then $RAY_ADDRESS, "
@@ -67,14 +104,44 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--fresh", action="store_true", help="discard earlier results in the run folder")
     p.set_defaults(func=cmd_run)
 
-    p = verbs.add_parser("show", help="a run's result: dims, variables, provenance, failed points")
+    _result_verbs(verbs)
+    return parser
+
+
+def _result_verbs(verbs: argparse._SubParsersAction) -> None:
+    """The verbs that read runs: show, plot, status, ls."""
+    p = verbs.add_parser("show", parents=[_common], help="a run's result: dims, variables, provenance, failed "
+                         "points, a table of one variable over the sweep and its highest and lowest points")
     p.add_argument("run", metavar="NAME|SPEC|DIR|FILE")
+    p.add_argument("--var", metavar="NAME", help="the variable to tabulate (default: the spec's figure.var, "
+                   "else success, else the first of one value a point)")
     p.set_defaults(func=cmd_show)
 
-    p = verbs.add_parser("status", help="finished / pending / failed points of a run")
+    _plot_verb(verbs)
+
+    p = verbs.add_parser("status", parents=[_common], help="finished / pending / failed points of a run")
     p.add_argument("run", metavar="NAME|DIR")
     p.set_defaults(func=cmd_status)
-    return parser
+
+    p = verbs.add_parser("ls", parents=[_common], help="the runs under results/ (or DIR): date, kind, points, status")
+    p.add_argument("dir", nargs="?", metavar="DIR", help="a results folder, a project folder or a run folder")
+    p.set_defaults(func=cmd_ls)
+
+
+def _plot_verb(verbs: argparse._SubParsersAction) -> None:
+    """The plot verb and its options (a function of its own: _parser is long enough)."""
+    p = verbs.add_parser("plot", parents=[_common], help="a figure of one variable of a run (default: the spec's "
+                         "figure:), laid out from its dims; writes <run folder>/<var>.png")
+    p.add_argument("run", metavar="NAME|SPEC|DIR|FILE")
+    p.add_argument("var", nargs="?", metavar="VAR", help="the variable (default: the spec's figure.var, else success, "
+                   "logit_diff, restored_fraction, kl, ...)")
+    p.add_argument("--x", metavar="DIM", help="the dim along the x axis")
+    p.add_argument("--hue", metavar="DIM", help="one line per value of this dim")
+    p.add_argument("--col", metavar="DIM", help="one panel per value of this dim")
+    p.add_argument("--sel", metavar="DIM=VALUE", action="append", default=[],
+                   help="plot at one value of a dim (repeatable), e.g. --sel layer=1")
+    p.add_argument("--out", metavar="FILE", help="where to write (.png, .pdf, .svg); default <run folder>/<var>.png")
+    p.set_defaults(func=cmd_plot)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -86,23 +153,41 @@ def cmd_validate(args: argparse.Namespace) -> int:
             plan = compile_plan(spec, require_runs=False)
         except RunnerError as exc:
             errors.append(exc)
-            print(f"error: {exc}", file=sys.stderr)
+            say(f"error: {exc}", level=ERROR)
             continue
-        print(f"{spec}: ok ({len(plan)} point{'' if len(plan) == 1 else 's'})")
+        say(f"{spec}: ok ({len(plan)} point{'' if len(plan) == 1 else 's'})", stdout=True)
         for note in plan.notes:
-            print(f"  note: {note}")
+            say(f"  note: {note}", stdout=True)
     return 2 if errors else 0
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from pydantic import TypeAdapter
+    from runner.spec.schema import schema_text
 
-    from runner.spec import spec_kinds
+    sys.stdout.write(schema_text())  # the text of runner/spec/schema.json
+    return 0
 
-    kinds = spec_kinds()
-    schema = TypeAdapter(kinds["intervene"] | kinds["train"]).json_schema()
-    schema.update({"title": "runner spec", "description": "A runner experiment spec: kind intervene (default) or train."})
-    print(json.dumps(schema, indent=2))
+
+INIT_KINDS = ("steer", "patch", "ablate", "train", "rtg")  # runner.spec.templates.TEMPLATES (not imported to parse)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from runner.spec.templates import schema_path, starter
+
+    if args.out == "-":
+        sys.stdout.write(starter(args.kind, schema_path(None)))
+        return 0
+    out = Path(args.out or f"{args.kind}.yaml")
+    text = starter(args.kind, schema_path(out), file=str(out))
+    try:
+        with open(out, "x") as f:  # "x": never overwrite, even a file made a moment ago
+            f.write(text)
+    except FileExistsError:
+        raise RunnerError(f"{out} already exists, and runner init never overwrites a file",
+                          hint="Give another name with --out FILE, or move the existing file away.") from None
+    except OSError as exc:
+        raise RunnerError(f"cannot write {out}: {exc.strerror or exc}") from None
+    say(f"wrote {out}; check it with `runner validate {out}`, then `runner run {out}`", stdout=True)
     return 0
 
 
@@ -119,20 +204,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     plan = compile_plan(args.spec, out=args.out)
     from runner.execute.driver import execute
 
-    outcome = execute(plan, executor=args.executor, address=args.address, fresh=args.fresh)
+    log = run_log(args.argv, args.executor or plan.spec.execution.executor)  # written once the folder is ready
+    detail(plan.describe())
+    outcome = execute(plan, executor=args.executor, address=args.address, fresh=args.fresh,
+                      ready=lambda folder: log.open(folder.log_file))
     total = len(plan)
-    print(f"wrote {outcome.folder.result_file}  ({total - len(outcome.failed)} of {total} points ok)")
+    say(f"wrote {outcome.folder.result_file}  ({total - len(outcome.failed)} of {total} points ok)", stdout=True)
     for line in undefined_counts(outcome.dataset):
-        print(f"  {line}")
+        say(f"  {line}", stdout=True)
     if "success" in outcome.dataset and "random_success" in outcome.dataset:
         _print_training_summary(outcome.dataset, plan)
     if outcome.failed:
-        print(f"{len(outcome.failed)} of {total} points failed:", file=sys.stderr)
+        say(f"{len(outcome.failed)} of {total} points failed:", level=ERROR)
         for coords, message in outcome.failed[:20]:
             where = ", ".join(f"{k}={v!r}" for k, v in coords.items()) or "(the only point)"
-            print(f"  {where}: {message}", file=sys.stderr)
+            say(f"  {where}: {message}", level=ERROR)
         if len(outcome.failed) > 20:
-            print(f"  ... and {len(outcome.failed) - 20} more (see the error variable)", file=sys.stderr)
+            say(f"  ... and {len(outcome.failed) - 20} more (see the error variable)", level=ERROR)
         return EXIT_FAILED_POINTS
     return 0
 
@@ -159,28 +247,65 @@ def _print_training_summary(ds, plan) -> None:
         coords = plan.coords_of(index)
         where = {k: v for k, v in coords.items() if k in success.dims}
         label = ", ".join(f"{k}={v}" for k, v in coords.items()) or plan.spec.name
-        print(f"  {label}: success {float(success.sel(where)):.1%} over {ds.sizes['episode']} unseen episodes "
-              f"(random policy {float(random.sel(where)):.1%})")
+        say(f"  {label}: success {float(success.sel(where)):.1%} over {ds.sizes['episode']} unseen episodes "
+            f"(random policy {float(random.sel(where)):.1%})", stdout=True)
 
 
 def cmd_show(args: argparse.Namespace) -> int:
     import numpy as np
 
     from runner.results.load import load, result_path
+    from runner.results.table import choose, extremes, table
 
-    ds = load(args.run)
-    print(f"{result_path(args.run)}\n")
+    ds, path = load(args.run), result_path(args.run)
+    var = choose(ds, args.var, _spec_text(path.parent / "spec.yaml"))  # a wrong --var is refused before printing
+    print(f"{path}\n")
     print(ds.drop_attrs() if hasattr(ds, "drop_attrs") else ds)
     keys = ("name", "run_id", "created", "executor", "device", "git_commit", "git_dirty", "runner_version",
             "torch_version", "transformer_lens_version")
+    if getattr(args, "verbose", 0):  # every attr but the spec's text (spec.yaml beside result.nc holds it)
+        keys = tuple(k for k in ds.attrs if k != "spec_yaml")
     print("\nprovenance:")
     for key in keys:
         if key in ds.attrs:
             print(f"  {key:25s} {ds.attrs[key]}")
-    failed = np.asarray(ds["status"].values != "ok")
+    failed = ~np.isin(np.asarray(ds["status"].values), ("ok", "not_applicable"))
     if failed.any():
         print(f"\n{int(failed.sum())} of {failed.size} points failed; first error: "
               f"{np.asarray(ds['error'].values)[failed].ravel()[0]}")
+    if var is not None:
+        print("\n" + "\n".join(filter(None, [table(ds, var), extremes(ds, var)])))
+    return 0
+
+
+def _spec_text(path: Path) -> str | None:
+    """A run folder's spec.yaml, if there is one to read (its figure.var names the variable to show)."""
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    from runner.results.listing import listing
+
+    if args.dir is None and not Path("results").is_dir():
+        print("no runs here: there is no results/ folder")
+        return 0
+    print(listing(args.dir or "results", verbose=bool(getattr(args, "verbose", 0))))
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from runner.results.load import load, result_path
+    from runner.results.plot import default_var, plot, run_figure, select
+
+    path = result_path(args.run)
+    ds, figure = load(path), run_figure(args.run, path)
+    var = args.var or default_var(ds, figure)
+    out = Path(args.out) if args.out else path.parent / f"{var}.png"
+    plot(select(ds, args.sel), var, x=args.x, hue=args.hue, col=args.col, out=out, figure=figure)
+    say(f"wrote {out}", stdout=True)
     return 0
 
 
@@ -198,9 +323,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     status = shards.status
     ok = sum(status.get(pid) == "ok" for pid in plan.ids)
     failed = sum(status.get(pid) == "failed" for pid in plan.ids)
-    pending = len(plan) - ok - failed
+    pending = len(plan) - ok - failed - len(plan.not_applicable)
     state = "complete" if run.result_file.is_file() and pending == 0 else "incomplete"
-    print(f"{folder}: {state}\n  finished {ok}\n  failed   {failed}\n  pending  {pending}\n  total    {len(plan)}")
+    skipped = f"\n  not applicable {len(plan.not_applicable)}" if plan.not_applicable else ""
+    print(f"{folder}: {state}\n  finished {ok}\n  failed   {failed}\n  pending  {pending}{skipped}\n  total    {len(plan)}")
     for path, why in shards.damaged:
         print(f"damaged shard {path.name}: {why} (its points are pending; `runner run` computes them again)")
     if len(shards.versions) > 1:

@@ -4,13 +4,13 @@ collect demonstrations, build the agent, then loop (sample windows, step, log), 
 from __future__ import annotations
 
 import math
-import sys
 import time
 
 import numpy as np
 import torch
 import xarray as xr
 
+from runner.console import say
 from runner.envs.episodes import RandomPolicy, rollout
 from runner.envs.trajectories import Trajectories
 from runner.envs.vocab import tokenize
@@ -37,7 +37,7 @@ def train_point(spec: TrainSpec, point_seed: int, base_dir: str, device: str = "
                 label: str = "") -> tuple[xr.Dataset, Agent]:
     """Train one agent; returns (loss over step and evaluation over episode, the trained agent).
 
-    Prints a progress line to stderr every ~10 s (step, loss, rate) tagged with ``label``.
+    Says a progress line (stderr) every ~10 s (step, loss, rate) tagged with ``label``.
     """
     torch.manual_seed(point_seed)
     rng = np.random.default_rng(point_seed)
@@ -67,8 +67,8 @@ def train_point(spec: TrainSpec, point_seed: int, base_dir: str, device: str = "
         if time.monotonic() - last_report > 10:
             last_report = time.monotonic()
             rate = step / (last_report - start)
-            print(f"  train {label or spec.name}: step {step}/{opt.steps}  loss {float(loss.detach()):.3f}  "
-                  f"{rate:.1f} steps/s  ETA {(opt.steps - step) / rate:.0f}s", file=sys.stderr, flush=True)
+            say(f"  train {label or spec.name}: step {step}/{opt.steps}  loss {float(loss.detach()):.3f}  "
+                f"{rate:.1f} steps/s  ETA {(opt.steps - step) / rate:.0f}s")
     agent.eval()
     ds = xr.Dataset({"loss": (("step",), np.array(losses, dtype=np.float32),
                               {"long_name": "training cross-entropy of the demonstrated action", "units": "nats"})},

@@ -183,8 +183,10 @@ def test_every_metric_produces_the_dims_it_declares(project, untrained_agent, re
             assert (ds.status == "ok").all(), ds.error.values
             for kind in chosen:
                 metric = runner.load_spec(f"{name}.yaml").spec.metrics[chosen.index(kind)]
-                for variable in metric.variables:
-                    assert ds[variable].dims == ("coefficient",) + metric.dims(variable, family == "agents"), variable
+                assert bool(metric.companions()) == (reduce == "mean" and not metric.reduces_itself)
+                for variable, declared in metric.produces().items():
+                    sweep = () if declared.coord else ("coefficient",)  # a label the same for every point
+                    assert ds[variable].dims == sweep + metric.dims(variable, family == "agents"), variable
                     assert ds[variable].attrs == metric.attrs(variable)
 
 

@@ -23,7 +23,8 @@ def test_result_opens_with_plain_xarray_and_carries_provenance(project):
     done = cli("run", "spec.yaml", cwd=project)
     assert done.returncode == 0, done.stderr
     folder = project / "results" / "base"
-    assert sorted(p.name for p in folder.iterdir()) == [".lock", ".runner", "result.nc", "shards", "spec.yaml", "vectors"]
+    assert sorted(p.name for p in folder.iterdir()) == [".lock", ".runner", "result.nc", "run.log", "shards",
+                                                             "spec.yaml", "vectors"]
     assert (folder / "spec.yaml").read_text() == spec.read_text()
     with xr.open_dataset(folder / "result.nc") as ds:
         assert dict(ds.sizes) == {"coefficient": 3, "layer": 2, "sample": 4, "vocab": 20}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
-import sys
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -57,8 +57,9 @@ def demonstrations(env_id: str, policy: str, episodes: int, seed: int, max_steps
             pass
     if only_cached:
         return None
-    print(f"  generating {episodes} {env_id} episodes with the {policy} policy (cached in {cache_dir})",
-          file=sys.stderr, flush=True)
+    # the runner logger shows it on the terminal (unless -q) and keeps it in the run's run.log
+    logging.getLogger(__name__).info(f"  generating {episodes} {env_id} episodes with the {policy} policy "
+                                     f"(cached in {cache_dir})")
     demos = generate(env_id, policy, episodes, seed, max_steps, epsilon)
     demos.save_npz(path)
     return demos

@@ -31,3 +31,11 @@ def selection_mask(traj: Trajectories, kind: str, value: str) -> np.ndarray:
     if colour:
         match &= traj.images[..., 1] == COLOR_TO_IDX[colour[0]]
     return match.any(axis=(1, 2))
+
+
+def selected_steps(traj: Trajectories, where: dict[str, str]) -> np.ndarray:
+    """Indices of the steps every condition of ``where`` (selection kind -> value) keeps; all steps when empty."""
+    mask = np.ones(traj.n_steps, dtype=bool)
+    for kind, value in where.items():
+        mask &= selection_mask(traj, kind, value)
+    return np.flatnonzero(mask)

@@ -8,12 +8,13 @@
 from __future__ import annotations
 
 import os
-import sys
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from runner.console import detail, say
 from runner.errors import EnvironmentFault, RunnerError
 from runner.execute.progress import Progress
 from runner.plan import Plan
@@ -45,7 +46,7 @@ def make_executor(kind: str, plan: Plan, address: str | None) -> Any:
 
 
 def execute(plan: Plan, *, executor: str | None = None, address: str | None = None,
-            fresh: bool = False, log=None) -> Outcome:
+            fresh: bool = False, log=None, ready=None) -> Outcome:
     """Run the plan's unfinished points and write ``result.nc``; finished shards are kept and reused.
 
     In order, each step before anything is written in the run folder: the folder is
@@ -55,25 +56,34 @@ def execute(plan: Plan, *, executor: str | None = None, address: str | None = No
     the points run and their shards land one by one. A fault of the machine (disk
     full, out of memory, cluster lost) raises EnvironmentFault (exit 3) and keeps
     every finished shard.
+
+    ``log`` takes each progress message (default: said on stderr); ``ready`` is called
+    with the RunFolder once it is runner's and the run may write there (the CLI opens
+    the folder's run.log then).
     """
-    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    log = log or say
     kind = executor or plan.spec.execution.executor
     address = address or plan.spec.execution.address or (os.environ.get("RAY_ADDRESS") if kind == "ray" else None)
+    detail(f"executor {kind} ({'asked for' if executor else 'execution.executor'})"
+           + (f" at {address}" if address else "") + f"; run folder {plan.out_dir}")
     folder = RunFolder(plan.out_dir)
     folder.check(plan.run_id, fresh, plan.loaded.text)
+    ready = ready or (lambda folder: None)
     finished = None if fresh else _finished(plan, folder)
     if finished is not None:  # nothing to compute: no torch, no ray, no shard read
+        ready(folder)
         log(f"{folder.root}: all {len(plan)} points already done")
         return _outcome(finished, plan, folder)
     with folder.locked():
         plan.check_deferred()
-        return _run_guarded(plan, folder, kind, address, fresh, log)
+        return _run_guarded(plan, folder, kind, address, fresh, log, ready)
 
 
-def _run_guarded(plan: Plan, folder: RunFolder, kind: str, address: str | None, fresh: bool, log) -> Outcome:
+def _run_guarded(plan: Plan, folder: RunFolder, kind: str, address: str | None, fresh: bool, log,
+                 ready) -> Outcome:
     """``_run``, with the machine's faults said as such."""
     try:
-        return _run(plan, folder, kind, address, fresh, log)
+        return _run(plan, folder, kind, address, fresh, log, ready)
     except MemoryError:
         raise EnvironmentFault(f"out of memory; the finished points are kept in {folder.root}",
                                hint="Rerun the same command to resume (fewer points_per_task use less memory).") from None
@@ -83,41 +93,61 @@ def _run_guarded(plan: Plan, folder: RunFolder, kind: str, address: str | None, 
                                hint="Free the resource and rerun the same command to resume.") from None
 
 
-def _run(plan: Plan, folder: RunFolder, kind: str, address: str | None, fresh: bool, log) -> Outcome:
+DONE = ("ok", "not_applicable")   # statuses of points that need no (more) computing
+
+
+def _run(plan: Plan, folder: RunFolder, kind: str, address: str | None, fresh: bool, log, ready) -> Outcome:
     from runner.results.merge import Merger
-    from runner.results.shards import Packer
 
     merger = Merger(plan)
     if not fresh:  # what earlier runs finished (a damaged shard is moved aside: its points run again)
         state = folder.read_shards(repair=True, each=merger.add)
         for path, why in state.damaged:
             log(f"shard {path.name} is damaged ({why}): moved aside as {path.name}.damaged; its points run again")
-    remaining = [int(i) for i in np.flatnonzero(merger.status != "ok")]
+        detail(f"read {len(state.shards)} shards of earlier runs")
+    remaining = [int(i) for i in np.flatnonzero(~np.isin(merger.status, DONE))]
     if not remaining:  # only the merge is left: no executor, no torch
-        _prepare(plan, folder, fresh, log)
+        _prepare(plan, folder, fresh, log, ready)
         log(f"{folder.root}: {len(plan)} of {len(plan)} points already done; merging their shards")
         return _finish(merger, kind, plan, folder)
     with make_executor(kind, plan, address) as ex:
-        _prepare(plan, folder, fresh, log)
+        _prepare(plan, folder, fresh, log, ready)
         if len(remaining) < len(plan):
             log(f"resuming {folder.root}: {len(plan) - len(remaining)} of {len(plan)} points already done")
         log(f"running {plural(len(remaining), 'point')} in {plural(plan.n_tasks(len(remaining)), 'task')} "
             f"on {ex.describe()}")
-        stamp = shard_stamp(plan)
-        progress, packer = Progress(len(remaining)), Packer(folder.shard_dir, stamp)
-        for task, result in ex.map(plan.tasks(remaining)):
-            folder.write_files(result.files)  # before the shard: a finished shard implies its files exist
-            path = folder.write_shard(task.id, result.dataset, stamp)
-            merger.add(result.dataset)
-            packer.add(path, result.dataset)
-            progress.update(len(task.points), int((result.dataset["status"].values != "ok").sum()),
-                            result.dataset.attrs.get("node"))
+        _compute(plan, folder, ex, remaining, merger)
     return _finish(merger, kind, plan, folder)
 
 
-def _prepare(plan: Plan, folder: RunFolder, fresh: bool, log) -> None:
+def _compute(plan: Plan, folder: RunFolder, ex: Any, remaining: list[int], merger: Any) -> None:
+    """Run the tasks of the ``remaining`` points, writing each one's shard (and files) as it lands."""
+    from runner.results.shards import Packer
+
+    stamp = shard_stamp(plan)
+    progress, packer = Progress(len(remaining)), Packer(folder.shard_dir, stamp)
+    since = time.monotonic()
+    for task, result in ex.map(plan.tasks(remaining)):
+        folder.write_files(result.files)  # before the shard: a finished shard implies its files exist
+        path = folder.write_shard(task.id, result.dataset, stamp)
+        merger.add(result.dataset)
+        failed = int((result.dataset["status"].values != "ok").sum())
+        node = result.dataset.attrs.get("node")
+        detail(f"task {task.id}: {plural(len(task.points), 'point')}, {failed} failed, landed after "
+               f"{time.monotonic() - since:.2f}s from {node or result.dataset.attrs.get('device', '?')} -> {path.name}")
+        waiting = sum(map(len, packer.waiting.values()))
+        packer.add(path, result.dataset)
+        packed = waiting + 1 - sum(map(len, packer.waiting.values()))
+        if packed > 1:
+            detail(f"packed {packed} small shards into one file")
+        progress.update(len(task.points), failed, node)
+        since = time.monotonic()
+
+
+def _prepare(plan: Plan, folder: RunFolder, fresh: bool, log, ready) -> None:
     for path in folder.prepare(plan, fresh=fresh):
         log(f"removed a temporary file a stopped run left: {path}")
+    ready(folder)
 
 
 def _finish(merger: Any, kind: str, plan: Plan, folder: RunFolder) -> Outcome:
@@ -147,7 +177,7 @@ def _finished(plan: Plan, folder: RunFolder) -> Any:
 def _outcome(dataset: Any, plan: Plan, folder: RunFolder) -> Outcome:
     status = dataset["status"].values.reshape(-1)
     errors = dataset["error"].values.reshape(-1)
-    failed = [(plan.coords_of(int(i)), str(errors[i])) for i in np.flatnonzero(status != "ok")]
+    failed = [(plan.coords_of(int(i)), str(errors[i])) for i in np.flatnonzero(~np.isin(status, DONE))]
     return Outcome(dataset, folder, failed)
 
 

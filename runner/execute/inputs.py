@@ -4,11 +4,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from runner.ids import content_id
-from runner.plan.facts import trajectories
+from runner.plan.facts import token_array, trajectories
 from runner.spec import resolve_path
 
 _MODELS: dict[tuple, Any] = {}
@@ -47,18 +46,13 @@ def _load_model(source: Any, base_dir: str | Path, device: str) -> Any:
 
 def make_tokens(data: Any, d_vocab: int, default_seed: int, device: str = "cpu") -> torch.Tensor:
     """Token ids [batch, length] for a tokens or random_tokens source (numpy-seeded, so portable)."""
-    if data.kind == "tokens":
-        array = np.asarray(data.tokens, dtype=np.int64)
-    else:
-        opts = data.random_tokens
-        rng = np.random.default_rng(default_seed if opts.seed is None else opts.seed)
-        array = rng.integers(0, d_vocab, size=(opts.batch, opts.length), dtype=np.int64)
-    return torch.from_numpy(array).to(device)
+    return torch.from_numpy(token_array(data, d_vocab, default_seed)).to(device)
 
 
 def make_inputs(data: Any, model: Any, base_dir: str | Path, default_seed: int, device: str = "cpu",
                 base_data: Any = None) -> Any:
-    """What ``model`` reads for a data source: token ids, or one agent window ending at every step.
+    """What ``model`` reads for a data source: token ids, or one agent window ending at every step (that
+    the source's ``where`` keeps).
 
     ``same: {...}`` sources change ``base_data`` (the spec's own data): its RTG target,
     a mission word, or one cell of every observation.
@@ -72,15 +66,17 @@ def make_inputs(data: Any, model: Any, base_dir: str | Path, default_seed: int, 
 
 def _agent_inputs(data: Any, model: Any, base_dir: str | Path, default_seed: int, device: str,
                   same: Any = None) -> Any:
+    from runner.envs.selection import selected_steps
     from runner.models.windows import windows
 
     traj = trajectories(data, base_dir, default_seed)
+    steps = selected_steps(traj, data.where)  # before a change: the changed samples pair with the data's
     target = data.target_return
     if same is not None:
         cell = same.edit_cell.model_dump(exclude_none=True) if same.edit_cell else None
         traj = traj.changed(swap_word=same.swap_word, cell=cell)
         target = same.target_return if same.target_return is not None else target
-    return windows(traj, np.arange(traj.n_steps), model.config, target_return=target).to(device)
+    return windows(traj, steps, model.config, target_return=target).to(device)
 
 
 def batch_size(inputs: Any) -> int:

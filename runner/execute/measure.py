@@ -106,6 +106,12 @@ class Context:
     def trajectories(self) -> Any:
         return trajectories(self.variant.data, self.group.base_dir, self.group.seed)
 
+    def samples(self) -> np.ndarray:
+        """The steps of ``trajectories()`` that are the variant's samples (all, unless the data has a where)."""
+        from runner.envs.selection import selected_steps
+
+        return selected_steps(self.trajectories(), self.variant.data.where)
+
 
 def measure_points(points: tuple[Any, ...], base_dir: str, device: str, records: Records,
                    files: dict[str, bytes]) -> None:

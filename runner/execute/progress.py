@@ -1,7 +1,8 @@
 """Progress on stderr: points done / total, rate, ETA, failures, and points per node on a cluster.
 
 On a terminal one line is redrawn as tasks finish; elsewhere (a log file, a pipe,
-a test) the run stays quiet and writes one summary line at the end.
+a test) the run stays quiet and writes one summary line at the end. With ``-q``
+nothing is drawn; the summary line goes to the run's ``run.log`` either way.
 
 >>> import io
 >>> progress = Progress(4, stream=io.StringIO())
@@ -15,12 +16,15 @@ import sys
 import time
 from collections import Counter
 
+from runner.console import say, shows
+
 
 class Progress:
     """Counts finished points; redraws one line on a terminal, writes a final summary line otherwise."""
 
     def __init__(self, total: int, label: str = "points", stream=None, every: float = 0.2):
         self.total, self.label = total, label
+        self.shown = stream is not None or shows()  # -q: nothing on the terminal
         self.stream = stream or sys.stderr
         self.tty = getattr(self.stream, "isatty", lambda: False)()
         self.every = every           # seconds between redraws on a terminal
@@ -35,9 +39,11 @@ class Progress:
             self.by_node[node] += done
         final = self.done >= self.total
         now = time.monotonic()
-        if final or (self.tty and now - self.last >= self.every):
+        if self.shown and (final or (self.tty and now - self.last >= self.every)):
             self.last = now
             self._draw(final)
+        if final:
+            say(self.line(), terminal=False)
 
     def nodes(self) -> str:
         """Points done per node, when more than one node has run tasks."""

@@ -89,7 +89,7 @@ def _side_activation(side: Any, site: str, ctx: Any) -> torch.Tensor:
     """The activations a contrast side gives: other inputs, or the selected samples of the clean run."""
     if side.kind not in SELECTIONS:
         return ctx.activation_of(side, site)
-    mask = selection_mask(ctx.trajectories(), side.kind, side.value)
+    mask = selection_mask(ctx.trajectories(), side.kind, side.value)[ctx.samples()]
     if not mask.any():
         raise ValueError(f"the contrast selection {side.model_dump()} matches no sample of the data")
     return ctx.clean_activation(site)[torch.from_numpy(mask).to(ctx.device)]

@@ -23,6 +23,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 SAMPLE_DIMS = ("sample", "episode")   # what reduce: mean averages over
+COUNTS = {"sample": "n_samples", "episode": "n_episodes"}   # how many reduce: mean averaged
+SEM_UNDEFINED = "NaN where a single sample was averaged"
 FAMILIES = ("tokens", "agents")       # token models and gridworld agents
 
 
@@ -31,13 +33,16 @@ class Variable(NamedTuple):
 
     Its values must be finite (a point that gives NaN or inf fails, with a message),
     unless ``undefined`` says where the quantity is undefined by definition: there it
-    is NaN, and the run's summary counts those values.
+    is NaN, and the run's summary counts those values. A ``coord`` labels its one dim
+    (an episode's mission): a coordinate of the result, not a measurement, so
+    ``reduce: mean`` drops it with the dim.
     """
 
     dims: tuple[str, ...]
     long_name: str | None = None
     units: str | None = None
     undefined: str | None = None
+    coord: bool = False
 
     def attrs(self) -> dict[str, str]:
         pairs = (("long_name", self.long_name), ("units", self.units), ("undefined", self.undefined))
@@ -58,9 +63,30 @@ class Metric(BaseModel):
     reduces_itself: ClassVar[bool] = False                  # its function applies reduce: mean itself
 
     def dims(self, name: str, agent: bool) -> tuple[str, ...]:
-        """The dims of one of its variables in a result, after ``reduce``."""
-        dims = tuple("action" if agent and d == "vocab" else d for d in self.variables[name].dims)
+        """The dims of one of its variables (or their spreads) in a result, after ``reduce``."""
+        dims = tuple("action" if agent and d == "vocab" else d for d in self.produces()[name].dims)
         return tuple(d for d in dims if d not in SAMPLE_DIMS) if self.reduce == "mean" else dims
+
+    def companions(self) -> dict[str, Variable]:
+        """The spreads ``reduce: mean`` writes beside the means: ``<var>_sem`` and the count of each sample dim.
+
+        A metric that reduces itself (a ratio of means) writes none. Dims are before any reduce.
+        """
+        if self.reduce != "mean" or self.reduces_itself:
+            return {}
+        out: dict[str, Variable] = {}
+        for name, var in self.variables.items():
+            over = [d for d in var.dims if d in SAMPLE_DIMS]
+            if over and not var.coord:
+                out[f"{name}_sem"] = Variable(var.dims, f"standard error of the mean of {name} over {', '.join(over)}",
+                                              var.units, undefined=SEM_UNDEFINED)
+                out |= {COUNTS[d]: Variable((d,), f"{d}s averaged", "1") for d in over}
+        return out
+
+    def produces(self) -> dict[str, Variable]:
+        """Every variable it writes into a result: its declared ones, then their spreads under ``reduce: mean``."""
+        kept = {n: v for n, v in self.variables.items() if not (v.coord and self.reduce == "mean")}
+        return {**kept, **self.companions()}
 
     def dim_names(self) -> set[str]:
         """Every dim it may produce, on either kind of model (a sweep dim may not take these names)."""
@@ -68,11 +94,17 @@ class Metric(BaseModel):
         return dims | {"action"} if "vocab" in dims else dims
 
     def attrs(self, name: str) -> dict[str, str]:
-        """The netCDF attrs of one of its variables."""
-        attrs = self.variables[name].attrs()
-        if self.reduce == "mean" and any(d in SAMPLE_DIMS for d in self.variables[name].dims):
+        """The netCDF attrs of one of its variables (or their spreads)."""
+        attrs = self.produces()[name].attrs()
+        if name in self.variables and self.reduce == "mean" and any(d in SAMPLE_DIMS for d in self.variables[name].dims):
             attrs["cell_methods"] = "sample: mean"
         return attrs
+
+    def spreads(self, name: str, values: np.ndarray, axes: tuple[int, ...]) -> dict[str, np.ndarray]:
+        """The companions of variable ``name`` from its values before the mean over ``axes``."""
+        n = int(np.prod([values.shape[a] for a in axes]))
+        std = values.std(axis=axes, ddof=1) if n > 1 else np.full(np.delete(values.shape, axes), np.nan)
+        return {f"{name}_sem": std / np.sqrt(n)}
 
     def labels(self) -> dict[str, list[str]]:
         """Coordinate labels of dims of its own (the common ones, action and position, are labelled for it)."""
@@ -149,6 +181,7 @@ def register(model: type[Metric]) -> Callable[[Callable], Callable]:
     """
     def decorate(compute: Callable) -> Callable:
         model.__doc__ = _describe(model)
+        _describe_kind(model)
         REGISTRY.add(model, compute)
         return compute
     return decorate
@@ -157,6 +190,16 @@ def register(model: type[Metric]) -> Callable[[Callable], Callable]:
 def _kind_of(model: type[Metric]) -> str:
     (kind,) = model.model_fields["kind"].annotation.__args__
     return kind
+
+
+def _describe_kind(model: type[Metric]) -> None:
+    """Give the model's ``kind`` a description unless it has one: the schema describes every field."""
+    field = model.model_fields["kind"]
+    if field.description is None:
+        kind = _kind_of(model)
+        field.description = (f"{kind}: this metric. A spec writes it alone ({kind}), as the one key of its options "
+                             f"({{{kind}: {{reduce: mean}}}}) or as kind: {kind} beside them.")
+        model.model_rebuild(force=True)
 
 
 def _describe(model: type[Metric]) -> str:
@@ -208,16 +251,26 @@ def labelled(metric: Metric, arrays: dict[str, Any], agent: bool) -> Result:
         raise ValueError(f"metric {metric.kind!r} returned {sorted(arrays)}, declared {sorted(metric.variables)}")
     out: Result = {}
     for name, value in arrays.items():
+        if name not in metric.produces():  # a label of a dim reduce: mean removed
+            continue
         values, dims = to_numpy(value), tuple("action" if agent and d == "vocab" else d
                                               for d in metric.variables[name].dims)
+        if values.dtype.kind in "US":
+            values = values.astype(object)
+        if metric.reduce == "mean" and metric.reduces_itself:
+            dims = metric.dims(name, agent)
+        if values.ndim != len(dims):
+            raise ValueError(f"metric {metric.kind!r}: {name} has {values.ndim} dims, declared {dims}")
+        _check_finite(metric, name, values)
+        reduced = {name: values}
         if metric.reduce == "mean" and not metric.reduces_itself:
             axes = tuple(i for i, d in enumerate(dims) if d in SAMPLE_DIMS)
-            values = values.astype(np.float64).mean(axis=axes) if axes else values
-        final = metric.dims(name, agent)
-        if values.ndim != len(final):
-            raise ValueError(f"metric {metric.kind!r}: {name} has {values.ndim} dims, declared {final}")
-        _check_finite(metric, name, values)
-        out[name] = (final, values, metric.attrs(name))
+            if axes:
+                wide = values.astype(np.float64)
+                reduced = {name: wide.mean(axis=axes), **metric.spreads(name, wide, axes)}
+                reduced |= {COUNTS[dims[a]]: np.array(values.shape[a], dtype=np.int64) for a in axes}
+        for key, array in reduced.items():
+            out[key] = (metric.dims(key, agent), array, metric.attrs(key))
     return out
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Iterator, Literal
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from runner.envs.actions import ActionName, action_id
 from runner.metrics.base import Metric, Reading, Variable, register
@@ -103,6 +103,7 @@ class LogitDiff(TwoChoices):
 
     kind: Literal["logit_diff"]
     variables = {"logit_diff": Variable(("sample",))}
+    model_config = ConfigDict(json_schema_extra={"oneOf": [{"required": ["tokens"]}, {"required": ["actions"]}]})
 
     @model_validator(mode="after")
     def _one_pair(self) -> "LogitDiff":

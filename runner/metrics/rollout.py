@@ -22,15 +22,43 @@ class Rollout(Metric):
         "success": Variable(("episode",), "episode reached its goal"),
         "episode_length": Variable(("episode",), units="steps"),
         "action_fraction": Variable(("episode", "action"), "fraction of the episode's steps taking each action", "1"),
+        "episode_env_seed": Variable(("episode",), "seed of the episode's env reset", coord=True),
+        "episode_mission": Variable(("episode",), "the episode's mission", coord=True),
     }
     families = ("agents",)
     closed_loop = True
+
+    def companions(self) -> dict[str, Variable]:
+        """Under ``reduce: mean``, the success rate's 95% Wilson score interval too."""
+        out = super().companions()
+        if out:
+            out |= {f"success_ci_{end}": Variable(("episode",), f"{end}er end of the 95% Wilson score interval "
+                                                                f"of the success rate", "1") for end in ("low", "high")}
+        return out
+
+    def spreads(self, name: str, values: np.ndarray, axes: tuple[int, ...]) -> dict[str, np.ndarray]:
+        out = super().spreads(name, values, axes)
+        if name == "success":
+            out["success_ci_low"], out["success_ci_high"] = wilson(values.mean(axis=axes), values.shape[axes[0]])
+        return out
 
     def problems(self, sizes: Any, intervention: Any) -> Iterator[str]:
         kind = intervention.kind if intervention is not None else None
         if kind == "patch" or (kind == "ablate" and intervention.method == "resample"):
             yield ("a rollout plays new episodes, so a per-sample reference (patch source, resample) has no sample to "
                    "pair with; use steer, scale, or ablate zero / mean")
+
+
+def wilson(rate: Any, n: int, z: float = 1.959964) -> tuple[Any, Any]:
+    """The Wilson score interval (95% by default) of a success rate measured on ``n`` episodes.
+
+    >>> low, high = wilson(0.5, 50)
+    >>> round(float(low), 3), round(float(high), 3)
+    (0.366, 0.634)
+    """
+    centre = (rate + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
 
 
 class _Counting:
@@ -63,4 +91,5 @@ def rollouts(metric: Rollout, loop: Loop) -> dict[str, Any]:
     out = play(loop.agent.config.env_id, policy, metric.episodes, metric.seed, metric.max_steps)
     fractions = policy.counts / np.maximum(policy.counts.sum(axis=1, keepdims=True), 1)
     return {"return": out["return"], "success": out["success"].astype("float32"),
-            "episode_length": out["episode_length"], "action_fraction": fractions.astype("float32")}
+            "episode_length": out["episode_length"], "action_fraction": fractions.astype("float32"),
+            "episode_env_seed": metric.seed + np.arange(metric.episodes), "episode_mission": out["mission"]}

@@ -107,6 +107,32 @@ def _full_names(layer: int) -> list[str]:
 
 
 _ROLE_LETTER = {"state": "S", "action": "A", "rtg": "R"}
+ROLE = r"^[IRSA][0-9]+$"   # a position by its role: I3 (instruction word 3), R1, S2, A1 (timestep 1..K)
+
+
+class NotApplicable(ValueError):
+    """An address the spec language allows that this model's layout lacks (an RTG token of a behaviour clone)."""
+
+
+def role_order(label: str) -> tuple[int, int, int]:
+    """Sequence order of a role label: instruction words first, then each timestep's R, S, A.
+
+    >>> sorted(["S2", "R1", "A1", "I0", "S1", "R2"], key=role_order)
+    ['I0', 'R1', 'S1', 'A1', 'R2', 'S2']
+    """
+    letter, number = label[0], int(label[1:])
+    return (0, number, 0) if letter == "I" else (1, number, "RSA".index(letter))
+
+
+def role_index(role: str, roles: tuple[str, ...] | None) -> int:
+    """The position of a role label (``S2``) in an agent's window."""
+    if roles is None:
+        raise ValueError(f"position {role!r} names an agent's token by its role; a token model takes all, last or "
+                         "indices")
+    if role not in roles:
+        why = " (a behaviour clone has no RTG tokens)" if role[0] == "R" and not any(r[0] == "R" for r in roles) else ""
+        raise NotApplicable(f"this agent's window has no position {role}{why}: its positions are {' '.join(roles)}")
+    return roles.index(role)
 
 
 def symbolic_index(token: str, timestep: int, roles: tuple[str, ...] | None) -> int:
@@ -126,8 +152,10 @@ def symbolic_index(token: str, timestep: int, roles: tuple[str, ...] | None) -> 
                          f"(or -1..-{context} from the current one)")
     label = f"{_ROLE_LETTER[token]}{step}"
     if label not in roles:
-        why = "a behaviour clone has no RTG tokens" if token == "rtg" else "the current step's action is what is predicted"
-        raise ValueError(f"no {token} token at timestep {timestep} ({label}): {why}")
+        if token == "rtg":
+            raise NotApplicable(f"no rtg token at timestep {timestep} ({label}): a behaviour clone has no RTG tokens")
+        raise ValueError(f"no {token} token at timestep {timestep} ({label}): the current step's action is what is "
+                         "predicted")
     return roles.index(label)
 
 
@@ -137,6 +165,8 @@ def position_indices(position: Any, length: int, roles: tuple[str, ...] | None =
         return None
     if position == "last":
         return [length - 1]
+    if isinstance(position, str):  # a role: S2
+        return [role_index(position, roles)]
     if not isinstance(position, (int, list, tuple)):  # {token: state, timestep: -1}
         return [symbolic_index(position.token, position.timestep, roles)]
     wanted = [position] if isinstance(position, int) else list(position)

@@ -14,7 +14,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from runner.metrics import family_problem
-from runner.models.sites import HEAD_HOOKS, SiteError, position_indices, resolve_site
+from runner.models.sites import HEAD_HOOKS, NotApplicable, SiteError, position_indices, resolve_site
 from runner.plan.facts import data_shape, model_sizes, trajectories
 from runner.spec import resolve_path
 
@@ -36,10 +36,21 @@ class DataAccess:
         return traj
 
 
+class Inapplicable(str):
+    """A problem that makes a point not applicable (an address its model's layout lacks) rather than wrong.
+
+    In a grid over agents of different layouts (BC and DT), such points are skipped and
+    recorded with status not_applicable; where every point has it, the spec is wrong.
+    """
+
+
 def check_point(spec: Any, access: DataAccess) -> Found:
     """Yield (spec path, message) for every model-dependent problem of one resolved point."""
     if spec.kind == "train":
         yield from _check_agent_data(spec.data, ("data",), access.base_dir)
+        if spec.data.where:
+            yield ("data", "trajectories", "where"), ("where selects the samples an intervene spec measures; "
+                                                      "a train spec learns from whole episodes")
         return
     if spec.model.kind == "run":  # not expanded: its train run does not exist yet (validate only)
         return
@@ -60,6 +71,7 @@ def check_point(spec: Any, access: DataAccess) -> Found:
         return
     if sizes.agent:
         yield from _check_agent_data(spec.data, ("data",), access.base_dir)
+        yield from _check_where(spec.data, spec.seed, access)
     else:
         yield from _check_tokens(spec.data, ("data",), sizes)
     if spec.intervention is not None:
@@ -85,6 +97,9 @@ def _check_intervention(iv: Any, spec: Any, sizes: Any, access: DataAccess) -> F
                                              f"(0..{sizes.n_heads - 1})")
     try:
         position_indices(iv.position, data_shape(spec.data, sizes)[1], sizes.roles)
+    except NotApplicable as exc:
+        yield ("intervention", "position"), Inapplicable(exc)
+        return
     except ValueError as exc:
         yield ("intervention", "position"), str(exc)
     if iv.kind == "steer":
@@ -111,6 +126,25 @@ def _check_agent_data(data: Any, path: tuple, base_dir: Path) -> Found:
         read_trajectories(file)
     except ValueError as exc:
         yield path + ("file",), str(exc)
+
+
+def _check_where(data: Any, seed: int, access: DataAccess) -> Found:
+    """The data's where names known objects and keeps at least one sample."""
+    if not data.where:
+        return
+    from runner.envs.selection import selected_steps
+
+    traj = access.trajectories(data, seed)
+    if traj is None:
+        return
+    path = ("data", "trajectories", "where")
+    try:
+        kept = selected_steps(traj, data.where)
+    except ValueError as exc:
+        yield path, str(exc)
+        return
+    if not len(kept):
+        yield path, f"where {data.where} keeps none of the data's {traj.n_steps} samples"
 
 
 def _check_tokens(data: Any, path: tuple, sizes: Any) -> Found:
@@ -153,7 +187,7 @@ def _check_source(source: Any, spec: Any, sizes: Any, access: DataAccess) -> Fou
 
 def _check_contrast(contrast: Any, where: tuple, iv: Any, sizes: Any, spec: Any, access: DataAccess) -> Found:
     """Each side reads what the model reads, fits the positions steered, and selects at least one sample."""
-    from runner.envs.selection import SELECTIONS, selection_mask
+    from runner.envs.selection import SELECTIONS, selected_steps, selection_mask
 
     for side_name in ("positive", "negative"):
         side, path = getattr(contrast, side_name), where + (side_name,)
@@ -165,7 +199,7 @@ def _check_contrast(contrast: Any, where: tuple, iv: Any, sizes: Any, spec: Any,
             if traj is None:
                 continue
             try:
-                mask = selection_mask(traj, side.kind, side.value)
+                mask = selection_mask(traj, side.kind, side.value)[selected_steps(traj, spec.data.where)]
             except ValueError as exc:
                 yield path, str(exc)
                 continue

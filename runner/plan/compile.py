@@ -13,14 +13,14 @@ import itertools
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 from pydantic import ValidationError
 
 from runner.errors import RunnerError
 from runner.ids import canonical_json, content_id
-from runner.plan.checks import DataAccess, check_point
+from runner.plan.checks import DataAccess, Inapplicable, check_point
 from runner.plan.facts import inputs_read
 from runner.plan.points import Plan, _replaced
 from runner.plan.problems import at_point, locate, unique
@@ -72,19 +72,10 @@ def _identify(plan: Any, access: DataAccess) -> None:
     structure: it is validated, its files digested and its identity serialised once, and each
     point's id is that text with its own numbers put in (the same id as serialising the point).
     """
-    loaded, problems, checked = plan.loaded, [], {}
-    shape, free, fold = plan.shape, plan._free_axes, plan._fold_axes
+    loaded, problems, checked, inapplicable = plan.loaded, [], {}, {}
+    free = plan._free_axes
     ids = np.empty(len(plan), dtype=object)
-    free_grid = [g.ravel() for g in np.indices(tuple(shape[a] for a in free))] if free else []
-    n_free = len(free_grid[0]) if free else 1
-    for structure in itertools.product(*(range(shape[a]) for a in fold)):
-        multi: list[Any] = [None] * len(shape)
-        for a, i in zip(fold, structure):
-            multi[a] = np.full(n_free, i)
-        for a, g in zip(free, free_grid):
-            multi[a] = g
-        flat = np.ravel_multi_index(multi, shape) if shape else np.zeros(1, dtype=np.int64)
-        choices = np.stack(multi, axis=1) if shape else np.zeros((1, 0), dtype=np.int64)
+    for flat, choices in _structures(plan):
         try:
             spec = plan.spec_of(tuple(int(i) for i in choices[0]))
         except ValidationError as exc:  # a combination of valid values that is invalid as a whole
@@ -102,15 +93,37 @@ def _identify(plan: Any, access: DataAccess) -> None:
                 found = list(check_point(plan.spec_of(choice) if free else spec, access))
                 checked[key] = (found, access.missed != missed)
             found, deferred = checked[key]
-            problems += [locate(loaded, plan.axes, choice, path, message, plan.coords_of(index))
-                         for path, message in found]
+            located = [locate(loaded, plan.axes, choice, path, message, plan.coords_of(index))
+                       for path, message in found]
+            if found and all(isinstance(message, Inapplicable) for _, message in found):
+                inapplicable[index] = located
+            else:
+                problems += located
             ids[index] = ids_of.id(choice)
             if deferred:
                 plan.deferred.append(index)
+    if len(inapplicable) == len(plan):  # an address no model of the grid has: the spec is wrong
+        problems += [p for located in inapplicable.values() for p in located]
     if problems:
         raise RunnerError(unique(problems))
+    plan.not_applicable = sorted(inapplicable)
     plan.ids = ids.tolist()
     plan.deferred.sort()
+
+
+def _structures(plan: Any) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """For each structure (a choice on every fold axis): its points' flat indices and their choices on every axis."""
+    shape, free, fold = plan.shape, plan._free_axes, plan._fold_axes
+    free_grid = [g.ravel() for g in np.indices(tuple(shape[a] for a in free))] if free else []
+    n_free = len(free_grid[0]) if free else 1
+    for structure in itertools.product(*(range(shape[a]) for a in fold)):
+        multi: list[Any] = [None] * len(shape)
+        for a, i in zip(fold, structure):
+            multi[a] = np.full(n_free, i)
+        for a, g in zip(free, free_grid):
+            multi[a] = g
+        flat = np.ravel_multi_index(multi, shape) if shape else np.zeros(1, dtype=np.int64)
+        yield flat, (np.stack(multi, axis=1) if shape else np.zeros((1, 0), dtype=np.int64))
 
 
 class _Identities:
@@ -187,7 +200,7 @@ def _check_dim_names(loaded: LoadedSpec) -> None:
     """A sweep dim may not share its name with a dim or variable of the result."""
     metrics = getattr(loaded.spec, "metrics", [])
     taken = {d: f"a dim of metric {m.kind!r}" for m in metrics for d in m.dim_names()}
-    taken |= {v: f"a variable of metric {m.kind!r}" for m in metrics for v in m.variables}
+    taken |= {v: f"a variable of metric {m.kind!r}" for m in metrics for v in m.produces()}
     if isinstance(loaded.spec, TrainSpec):
         taken |= {d: "a dim or variable of train results" for d in TRAIN_NAMES}
     taken |= {v: "a variable of every result" for v in RESULT_VARIABLES}

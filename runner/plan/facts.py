@@ -9,6 +9,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from runner.ids import file_sha256
 from runner.models.sizes import ModelSizes
 from runner.results.folder import trajectory_cache
@@ -54,6 +56,38 @@ def trajectories(data: Any, base_dir: str | Path, default_seed: int, only_cached
     seed = default_seed if t.seed is None else t.seed
     return demonstrations(t.env, t.policy, t.episodes, seed, t.max_steps, t.epsilon, trajectory_cache(base_dir),
                           only_cached=only_cached)
+
+
+def token_array(data: Any, d_vocab: int, default_seed: int) -> np.ndarray:
+    """Token ids [batch, length] int64 of a tokens or random_tokens source (numpy-seeded, so portable)."""
+    if data.kind == "tokens":
+        return np.asarray(data.tokens, dtype=np.int64)
+    opts = data.random_tokens
+    rng = np.random.default_rng(default_seed if opts.seed is None else opts.seed)
+    return rng.integers(0, d_vocab, size=(opts.batch, opts.length), dtype=np.int64)
+
+
+def sample_coords(spec: Any, base_dir: str | Path) -> dict[str, np.ndarray]:
+    """Where each sample of a point's data came from, as coordinates on ``sample``.
+
+    Agents: the episode, its timestep, env seed and mission, and the action demonstrated
+    there. Token models: the sequence (row of the data) and its last token, whose next-token
+    distribution the metrics read.
+    """
+    data = spec.data
+    if data.agent_data:
+        from runner.envs.actions import ACTIONS
+        from runner.envs.selection import selected_steps
+
+        traj = trajectories(data, base_dir, spec.seed)
+        steps = selected_steps(traj, data.where)
+        episode = traj.episode_of_step[steps]
+        return {"sample_episode": episode, "sample_timestep": traj.timesteps()[steps],
+                "sample_env_seed": traj.env_seeds[episode].astype(np.int64),
+                "sample_mission": traj.missions[episode].astype(object),
+                "sample_action": np.array(ACTIONS, dtype=object)[traj.actions[steps].astype(np.int64)]}
+    tokens = token_array(data, model_sizes(spec.model, base_dir).d_vocab, spec.seed)
+    return {"sample_sequence": np.arange(len(tokens)), "sample_last_token": tokens[:, -1]}
 
 
 def inputs_read(spec: Any, base_dir: str | Path) -> tuple[dict[str, str], dict[str, str]]:

@@ -64,6 +64,7 @@ class Plan:
     reads: dict[str, str] = field(default_factory=dict)       # every file the points read -> sha256
     generated: dict[str, str] = field(default_factory=dict)   # demonstrations the points read -> cache key
     deferred: list[int] = field(default_factory=list)         # points whose checks wait for data
+    not_applicable: list[int] = field(default_factory=list)   # points at an address their model lacks
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -228,6 +229,9 @@ class Plan:
              f"trains    {self.spec.model.architecture} agents, {self.spec.train.steps} steps each"),
             f"output    {self.out_dir}",
         ]
+        if self.not_applicable:
+            lines.insert(3, f"          {len(self.not_applicable)} not applicable (an address their model lacks: "
+                            "status not_applicable, values NaN)")
         return "\n".join(lines + [f"note      {note}" for note in self.notes])
 
 

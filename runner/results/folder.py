@@ -8,6 +8,7 @@
       spec.yaml            the spec exactly as run
       shards/<task>.nc     one per finished task; a rerun skips the points they hold
       result.nc            the merged dataset
+      run.log              what each `runner run` said here (appended; --fresh starts it over)
       models/<point>/      train specs: model.safetensors + config.json per grid point
       vectors/<id>.npy     steer specs: each distinct vector points added (coordinate vector_id names it)
     results/.cache/trajectories/<key>.npz   generated demonstrations
@@ -27,6 +28,7 @@ import os
 import shutil
 import socket
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -38,7 +40,7 @@ from runner.results.shards import ShardState, read_shards, write_shard
 from runner.spec import parse_spec
 
 RESULTS, MODELS, VECTORS = "results", "models", "vectors"
-MARKER, LOCK = ".runner", ".lock"
+MARKER, LOCK, RUN_LOG = ".runner", ".lock", "run.log"
 
 
 def results_root(base_dir: str | Path) -> Path:
@@ -89,6 +91,7 @@ class RunFolder:
         self.vectors_dir = self.root / VECTORS
         self.marker = self.root / MARKER
         self.lock_file = self.root / LOCK
+        self.log_file = self.root / RUN_LOG
 
     @classmethod
     def named(cls, name: str, base_dir: str | Path) -> RunFolder:
@@ -102,7 +105,8 @@ class RunFolder:
     @property
     def outputs(self) -> tuple[Path, ...]:
         """Everything runner writes here (what ``--fresh`` removes)."""
-        return (self.spec_file, self.shard_dir, self.result_file, self.models_dir, self.vectors_dir, self.marker)
+        return (self.spec_file, self.shard_dir, self.result_file, self.models_dir, self.vectors_dir, self.log_file,
+                self.marker)
 
     # ---------------------------------------------------------------- ownership
 
@@ -117,8 +121,8 @@ class RunFolder:
         except OSError as exc:
             raise RunnerError(f"cannot write the run folder {self.root}: {existing} is not writable "
                               f"({exc.strerror or exc})", hint="Give --out a folder you can write to.") from None
-        if not self.root.exists() or all(p.name == LOCK for p in self.root.iterdir()):
-            return
+        if not self.root.exists() or all(p.name in (LOCK, RUN_LOG) for p in self.root.iterdir()):
+            return  # empty but for what a run left before its first file (a log of it, at most)
         if not self.marker.is_file() and not (self._legacy(run_id, spec_text) and not fresh):
             raise RunnerError(f"{self.root} holds files that runner did not write (it has no {MARKER} marker); "
                               f"runner writes only into folders it made or empty ones"
@@ -157,13 +161,11 @@ class RunFolder:
         self.root.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o666)
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+            if not _flock(fd, fcntl.LOCK_EX, tries=5):  # a few tries: `runner ls` looks at the lock for an instant
                 holder = os.pread(fd, 300, 0).decode(errors="replace").strip() or "another process"
                 created = []  # the folder is the other run's
                 raise RunnerError(f"{self.root} is busy: another run is writing it ({holder})",
-                                  hint="Wait for it to finish, or give --out another folder.") from None
+                                  hint="Wait for it to finish, or give --out another folder.")
             since = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {since}".encode(), 0)
@@ -175,6 +177,19 @@ class RunFolder:
                 for folder in created:  # deepest first
                     with contextlib.suppress(OSError):
                         folder.rmdir()
+
+    def holder(self) -> str | None:
+        """Who holds the folder's lock ("pid 12 on host since ..."), or None when no run is writing here."""
+        try:
+            fd = os.open(self.lock_file, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            if _flock(fd, fcntl.LOCK_SH):
+                return None  # closing the file lets go again
+            return os.pread(fd, 300, 0).decode(errors="replace").strip() or "another process"
+        finally:
+            os.close(fd)
 
     def prepare(self, plan: Any, fresh: bool = False) -> list[Path]:
         """Make the folder ready for ``plan`` (call it holding the lock); returns leftover temp files removed."""
@@ -191,7 +206,9 @@ class RunFolder:
         self.shard_dir.mkdir(parents=True, exist_ok=True)
         write_atomic(self.spec_file, plan.loaded.text.encode())
         created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-        write_atomic(self.marker, json.dumps({"run_id": plan.run_id, "created": created}).encode())
+        marker = {"run_id": plan.run_id, "created": created, "name": plan.spec.name, "kind": plan.spec.kind,
+                  "points": len(plan), "not_applicable": len(getattr(plan, "not_applicable", ()))}  # for `runner ls`
+        write_atomic(self.marker, json.dumps(marker).encode())
         return leftovers
 
     # ---------------------------------------------------------------- contents
@@ -213,3 +230,15 @@ class RunFolder:
         path = self.shard_dir / f"{task_id}.nc"
         write_shard(path, ds, stamp)
         return path
+
+
+def _flock(fd: int, kind: int, tries: int = 1) -> bool:
+    """Take an flock of ``kind`` on ``fd`` without waiting (``tries`` times, 20 ms apart); whether it was taken."""
+    for attempt in range(tries):
+        try:
+            fcntl.flock(fd, kind | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if attempt + 1 < tries:
+                time.sleep(0.02)
+    return False

@@ -11,12 +11,14 @@ where a record has none.
 """
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
+from runner.models.sites import ROLE, role_order
 from runner.results.files import coord_values
 from runner.results.provenance import provenance
 
@@ -44,6 +46,9 @@ class _Variable:
                 pad[d + 1] = (0, len(union) - len(old))
                 fill = "" if self.values.dtype == object else np.nan
                 self.values = np.pad(self.values, pad, constant_values=fill)
+                if all(isinstance(x, str) and re.match(ROLE, x) for x in union):  # agents of different layouts:
+                    order = sorted(range(len(union)), key=lambda i: role_order(union[i]))  # in sequence order
+                    self.values, union = np.take(self.values, order, axis=d + 1), [union[i] for i in order]
                 self.labels[d] = np.array(union, dtype=old.dtype if old.dtype != object else object)
             position = {x: i for i, x in enumerate(self.labels[d].tolist())}
             where.append(np.array([position[x] for x in new.tolist()]))
@@ -60,6 +65,7 @@ class Merger:
             self.slots[pid].append(index)
         self.status = np.full(len(plan.ids), "", dtype=object)
         self.error = np.full(len(plan.ids), "", dtype=object)
+        self.status[plan.not_applicable] = "not_applicable"   # nothing to compute: their values stay NaN
         self.vars: dict[str, _Variable] = {}
         self.device = "cpu"
 
@@ -109,33 +115,111 @@ class Merger:
         for name, values in (("status", self.status), ("error", self.error),
                              ("point_id", np.array(plan.ids, dtype=object))):
             out[name] = xr.Variable(plan.dims, np.asarray(values, dtype=object).reshape(plan.shape))
-        for name, (dim, values) in plan.coords.items():
-            out = out.assign_coords({name: (dim, coord_values(values))})
+        roles = _plan_roles(plan)
+        for axis in plan.axes:
+            for m in axis.members:
+                values = list(m.values)
+                if m.path == ("intervention", "position") and any(isinstance(v, dict) for v in values):
+                    values = [_position_label(v, roles) for v in values]
+                out = out.assign_coords({m.name: (axis.dim, coord_values(values))})
         if "vector_id" in out:
             out = out.set_coords("vector_id")
-        roles = _position_roles(plan)
+        out = out.set_coords([name for name in _coordinate_variables(plan) if name in out])
+        ok = np.asarray(self.status == "ok")
+        out = out.assign_coords({name: _collapsed(out[name], plan.dims, ok, self.vars[name].dtype)
+                                 for name in _coordinate_variables(plan) if name in out.coords})
+        if "sample" in out.dims:
+            out = out.assign_coords(_sample_coords(plan, out.sizes["sample"]))
+        roles = _position_roles(plan, roles)
         if roles is not None:
             out = out.assign_coords(role=("position", roles))
         out.attrs.update(provenance(plan, executor, self.device))
         return out
 
 
-def _position_roles(plan: Any) -> np.ndarray | None:
-    """Role labels (S1, A1, I0 ...) for a swept integer ``intervention.position`` of an agent, if unambiguous."""
+def _plan_roles(plan: Any) -> tuple[str, ...] | None:
+    """The role labels of the plan's agents' positions, when they all share one layout (None otherwise)."""
     from runner.plan.facts import model_sizes
-
-    member = next((m for axis in plan.loaded.axes for m in axis.members
-                   if m.path == ("intervention", "position") and m.name == "position"), None)
-    if member is None or not all(isinstance(v, int) and not isinstance(v, bool) for v in member.values):
-        return None
     from runner.spec import CheckpointModel
 
-    sources = [CheckpointModel(checkpoint=str(f)) for f in plan.run_folders] or [plan.spec.model]
+    sources = [CheckpointModel(checkpoint=str(f)) for f in plan.run_folders] or [getattr(plan.spec, "model", None)]
     try:
         found = {model_sizes(source, plan.base_dir).roles for source in sources}
-    except Exception:  # a model source without roles (token models) or an unreadable one: no labels
+    except Exception:  # a model source without sizes (a train spec) or an unreadable one: no labels
         return None
-    roles = found.pop() if len(found) == 1 else None
-    if roles is None:
+    return found.pop() if len(found) == 1 else None
+
+
+def _position_label(value: Any, roles: tuple[str, ...] | None) -> Any:
+    """A swept symbolic position ({token: state, timestep: -1}) as its role (S3), or as state-1 where layouts differ."""
+    if not isinstance(value, dict):
+        return value
+    from runner.models.sites import symbolic_index
+
+    token, timestep = value["token"], value.get("timestep", -1)
+    try:
+        return roles[symbolic_index(token, timestep, roles)] if roles else f"{token}{timestep:+d}"
+    except ValueError:
+        return f"{token}{timestep:+d}"
+
+
+def _position_roles(plan: Any, roles: tuple[str, ...] | None) -> np.ndarray | None:
+    """Role labels (S1, A1, I0 ...) for a swept integer ``intervention.position`` of an agent, if unambiguous."""
+    member = next((m for axis in plan.loaded.axes for m in axis.members
+                   if m.path == ("intervention", "position") and m.name == "position"), None)
+    if member is None or roles is None or not all(isinstance(v, int) and not isinstance(v, bool)
+                                                  for v in member.values):
         return None
     return np.array([roles[v] for v in member.values], dtype=object)
+
+
+def _changes_samples(path: tuple) -> bool:
+    """Whether sweeping the spec at ``path`` can change which samples a point reads (a target return cannot)."""
+    return bool(path) and path[0] in ("data", "seed", "model") and path != ("data", "trajectories", "target_return")
+
+
+def _sample_coords(plan: Any, n: int) -> dict[str, tuple]:
+    """Where each sample came from (see ``facts.sample_coords``), padded to the result's ``n`` samples.
+
+    Over ``sample`` alone when every point reads the same samples, else also over the sweep
+    dims that change them. Padding (a point with fewer samples than another) is -1 or "".
+    """
+    from runner.plan.facts import sample_coords
+
+    axes = [i for i, axis in enumerate(plan.axes)
+            if i >= plan.n_run_axes and any(_changes_samples(m.path) for m in axis.members)]
+    shape = [plan.shape[i] for i in axes]
+    found: dict[str, np.ndarray] = {}
+    for k, at in enumerate(np.ndindex(*shape)):
+        choice = [0] * len(plan.shape)
+        for i, j in zip(axes, at):
+            choice[i] = j
+        try:
+            coords = sample_coords(plan.spec_of(tuple(choice)), plan.base_dir)
+        except (ValueError, OSError):  # data that cannot be read: its points failed, and say so
+            return {}
+        for name, values in coords.items():
+            if name not in found:
+                found[name] = np.full((int(np.prod(shape)), n), "" if values.dtype == object else -1, values.dtype)
+            found[name][k, :len(values)] = values[:n]
+    out: dict[str, tuple] = {}
+    for name, table in found.items():
+        if (table == table[:1]).all():
+            out[name] = ("sample", table[0])
+        else:
+            out[name] = (tuple(plan.dims[i] for i in axes) + ("sample",), table.reshape(shape + [n]))
+    return out
+
+
+def _coordinate_variables(plan: Any) -> list[str]:
+    """What the spec's metrics produce as labels of a dim (an episode's mission), not as measurements."""
+    return sorted({name for m in getattr(plan.spec, "metrics", []) for name, v in m.produces().items() if v.coord})
+
+
+def _collapsed(coord: xr.DataArray, sweep_dims: list[str], ok: np.ndarray, dtype: np.dtype) -> xr.DataArray:
+    """A label over sweep dims and its own dim, on its own dim alone where every ok point gives the same labels."""
+    over = [d for d in coord.dims if d in sweep_dims]
+    flat = coord.values.reshape(-1, *coord.shape[len(over):])[ok]
+    if not over or not len(flat) or not (flat == flat[:1]).all():
+        return coord
+    return xr.DataArray(flat[0].astype(dtype), dims=coord.dims[len(over):], attrs=coord.attrs)

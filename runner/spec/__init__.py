@@ -22,15 +22,16 @@ from runner.spec.base import Source, Strict
 from runner.spec.explain import allowed_keys, data_path, model_has_path, problems_from
 from runner.spec import interventions as _interventions, sources as _sources
 from runner.spec.interventions import *  # noqa: F401,F403  (the whole language is importable from here)
-from runner.spec.kinds import (AgentArchitecture, EvalOptions, Execution, Spec, SpecBase, TrainOptions, TrainSpec,
-                               spec_kinds)
+from runner.spec.kinds import (AgentArchitecture, EvalOptions, Execution, Figure, Spec, SpecBase, TrainOptions,
+                               TrainSpec, spec_kinds)
 from runner.spec.paths import resolve_path
+from runner.spec.schema import json_schema
 from runner.spec.sources import *  # noqa: F401,F403
 from runner.spec.sweep import Axis, Member, parse_sweep, set_path, value_place
 from runner.spec.yaml_loader import Located, dotted, load_yaml
 
 # What cannot change a point's numbers, left out of its identity.
-IDENTITY_EXCLUDES = {"execution", "description", "sweep"}
+IDENTITY_EXCLUDES = {"execution", "description", "sweep", "figure"}
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,44 @@ def parse_spec(text: str, file: str = "<string>") -> LoadedSpec:
     axes = tuple(parse_sweep(located, spec.execution.max_points))
     check_grid_size(located, axes, spec.execution.max_points)
     _check_axes(located, axes, cls, spec)
+    _check_figure(located, axes, spec)
     return LoadedSpec(spec, text, file, located, axes)
+
+
+def _check_figure(located: Located, axes: tuple[Axis, ...], spec: SpecBase) -> None:
+    """The ``figure:`` names a variable the metrics produce and dims the result will have.
+
+    Dims a train run's grid adds (``model: {run: ...}``) are not known before that run is read: those
+    specs' figure dims are checked when plotted, as are the variables of train specs.
+    """
+    if spec.figure is None:
+        return
+    problems = []
+    dims: set[str] | None = {"step", "episode"}
+    if spec.kind != "train":
+        produced = {name for m in spec.metrics for name in m.variables}
+        var = spec.figure.var
+        base = next((var[: -len(end)] for end in ("_sem", "_ci_low", "_ci_high") if var and var.endswith(end)), var)
+        if var is not None and base not in produced:
+            problems.append(located.problem(("figure", "var"), f"figure variable {var!r} is not one the metrics "
+                                                               f"produce{_did_you_mean(var, produced)}"))
+        dims = None if spec.model.kind == "run" else set().union(*(m.dim_names() for m in spec.metrics))
+    if dims is not None:
+        dims |= {axis.dim for axis in axes}
+        for field in ("x", "hue", "col"):
+            dim = getattr(spec.figure, field)
+            if dim is not None and dim not in dims:
+                problems.append(located.problem(("figure", field), f"figure {field} {dim!r} is not a dim of this "
+                                                                   f"run's result{_did_you_mean(dim, dims)}"))
+    if problems:
+        raise RunnerError(problems)
+
+
+def _did_you_mean(name: str, choices: set[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, sorted(choices), n=1)
+    return (f" (did you mean {close[0]!r}?)" if close else "") + f"; it has: {', '.join(sorted(choices))}"
 
 
 # Sweep paths whose values are plain numbers that nothing else in a spec depends on: each value is validated
@@ -207,7 +245,7 @@ def point_identity(spec: SpecBase, reads: dict[str, Any] | None = None) -> str:
     return content_id([identity, reads] if reads else identity)
 
 
-__all__ = ["AgentArchitecture", "EvalOptions", "Execution", "LoadedSpec", "Source", "Spec", "SpecBase", "Strict",
-           "TrainOptions", "TrainSpec", "check_grid_size", "load_spec", "parse_spec", "point_identity", "resolve_path",
-           "spec_kinds",
+__all__ = ["AgentArchitecture", "EvalOptions", "Execution", "Figure", "LoadedSpec", "Source", "Spec", "SpecBase",
+           "Strict", "TrainOptions", "TrainSpec", "check_grid_size", "json_schema", "load_spec", "parse_spec",
+           "point_identity", "resolve_path", "spec_kinds",
            *_interventions.__all__, *_sources.__all__]

@@ -9,13 +9,16 @@ from pydantic import (
 )
 
 from runner.envs.actions import ACTIONS, action_id
+from runner.models.sites import ROLE
 from runner.spec.base import Source, Strict, one_of
 from runner.spec.sources import Data, FileData, RandomTokensData, TokensData, TrajectoryData
 
 # ---------------------------------------------------------------- steering vectors
 
 class FileVector(Source):
-    file: str = Field(description="A .npy file holding one vector as long as the hooked activation's last dim.")
+    file: str = Field(description="A .npy file holding one vector as long as the hooked activation's last dim "
+                                  "(d_model; d_head at z / q / k / v; d_mlp at MLP hooks); a relative path resolves "
+                                  "against the directory runner starts in.")
 
 
 class MissionSelect(Source):
@@ -49,8 +52,9 @@ class ContrastVector(Source):
 class DirectionOptions(Strict):
     action: str | None = Field(None, description="Agents: steer toward this action's unembedding direction.")
     token: int | None = Field(None, ge=0, description="Token models: steer toward this token's unembedding direction.")
-    against: str | int | None = Field(None, description="Subtract this action's (or token's) direction; "
-                                                        "default: the mean direction of all the others.")
+    against: str | int | None = Field(None, description="Subtract this action's (a name) or token's (an id) "
+                                                        "direction instead; default: the mean of all the other "
+                                                        "directions.")
 
     @model_validator(mode="after")
     def _one_target(self) -> "DirectionOptions":
@@ -103,17 +107,25 @@ class SymbolicPosition(Strict):
                                           "for instruction, the word index.")
 
 
-Position = Union[Literal["all", "last"], int, Annotated[list[int], Field(min_length=1)], SymbolicPosition]
+Role = Annotated[str, Field(pattern=ROLE)]
+Position = Union[Literal["all", "last"], int, Annotated[list[int], Field(min_length=1)], SymbolicPosition, Role]
 
 
 class Addressed(Strict):
     """Where an intervention acts; every kind shares this address and a coefficient."""
 
-    hook: str = Field("resid_pre", description="TransformerLens hook: short (resid_pre, attn_out, z, ...) or full (blocks.1.hook_resid_pre).")
-    layer: int | None = Field(None, ge=0, description="Block index; required for block hooks given by short name.")
-    head: int | None = Field(None, ge=0, description="Head index, for z / q / k / v / pattern hooks.")
+    hook: str = Field("resid_pre", description="TransformerLens hook, by short name (resid_pre, resid_mid, "
+                                               "resid_post, attn_out, mlp_out; z, q, k, v, pattern; mlp_pre, mlp_post "
+                                               "or pre, post; embed, pos_embed) or full name "
+                                               "(blocks.1.hook_resid_pre, blocks.1.attn.hook_z).")
+    layer: int | None = Field(None, ge=0, description="Block index (0-based); required with a block hook's short name; "
+                                                      "none for embed and pos_embed (a full name carries its own).")
+    head: int | None = Field(None, ge=0, description="Head index, for z / q / k / v / pattern hooks; absent: every head.")
     position: Position = Field("all", description="all | last | an index (negative counts from the end) | a list of "
-                                                  "indices; for pattern, the query position.")
+                                                  "indices | agents: a role (I0 instruction word, R1 / S1 / A1 the "
+                                                  "RTG, state, action of timestep 1..K) or {token, timestep}; for "
+                                                  "pattern, the query position. A role a model lacks (R1 on a "
+                                                  "behaviour clone) makes its points not_applicable.")
     coefficient: float = Field(1.0, description="How much of the intervention: 0 leaves the model untouched.")
 
 
@@ -121,7 +133,7 @@ class Steer(Addressed):
     """x + c·v at the addressed site."""
 
     kind: Literal["steer"] = Field(description="steer: add c·v to the activation.")
-    vector: VectorSource = Field(description="Where v comes from: file | random | contrast.")
+    vector: VectorSource = Field(description="Where v comes from: file | random | contrast | direction.")
 
 
 class Scale(Addressed):
@@ -136,13 +148,15 @@ class Ablate(Addressed):
     kind: Literal["ablate"] = Field(description="ablate: move the activation towards a reference r.")
     method: Literal["zero", "mean", "resample"] = Field(
         "mean", description="zero: r = 0; mean: r = the mean over the data's samples at that site and position; "
-                            "resample: r = the activation of another sample (a seeded permutation).")
+                            "resample: r = the activation of another sample (a seeded permutation of the samples).")
     seed: int | None = Field(None, ge=0, description="resample: seed of the permutation; default: the spec's seed.")
 
 
 class CellEdit(Strict):
-    row: int = Field(ge=0, le=6, description="Row of the 7x7 view as MiniGrid stores it (image[row, col]; the agent is at [3, 6]).")
-    col: int = Field(ge=0, le=6, description="Column of the 7x7 view.")
+    row: int = Field(ge=0, le=6, description="First index of the 7x7 view as MiniGrid stores it (image[row, col] is "
+                                             "cell [x, y]): x, left to right across the view; the agent is at [3, 6].")
+    col: int = Field(ge=0, le=6, description="Second index of the 7x7 view: y, from the far edge (0) to the agent's "
+                                             "own row (6).")
     object: str | None = Field(None, description="New object: ball, box, key, door, wall, empty, ...")
     colour: str | None = Field(None, description="New colour: red, green, blue, purple, yellow, grey.")
 
@@ -151,7 +165,7 @@ class SameOptions(Strict):
     target_return: float | None = Field(None, description="Decision transformers: the RTG tokens conditioned on this return.")
     swap_word: list[str] | None = Field(None, min_length=2, max_length=2,
                                         description="[from, to]: every mission with the word 'from' replaced by 'to'.")
-    edit_cell: CellEdit | None = Field(None, description="One cell of every observation changed.")
+    edit_cell: CellEdit | None = Field(None, description="One cell of every observation's 7x7 view changed.")
 
     @model_validator(mode="after")
     def _something(self) -> "SameOptions":

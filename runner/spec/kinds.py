@@ -22,11 +22,23 @@ from runner.spec.sources import AgentData, DataSource, ModelSource
 # ---------------------------------------------------------------- execution
 
 class Execution(Strict):
-    executor: Literal["local", "ray"] = Field("local", description="local: in-process; ray: one Ray task per chunk of points.")
-    address: str | None = Field(None, description="ray: a cluster address; absent starts a local Ray for the run.")
-    gpus_per_task: float = Field(0, ge=0, description="GPUs per task (fractions allowed); refused before launch if the cluster has none.")
-    cpus_per_task: int = Field(1, ge=1, description="CPUs per task; also the torch thread count of a task.")
-    points_per_task: int | Literal["auto"] = Field("auto", description="Grid points one task runs; auto picks a chunk size.")
+    """How a spec runs: where its tasks (chunks of grid points) go and what each may use. Changes no number."""
+
+    executor: Literal["local", "ray"] = Field("local", description="local: tasks one after another in this process; "
+                                                                  "ray: one Ray task per chunk of points. "
+                                                                  "runner run --executor overrides it.")
+    address: str | None = Field(None, description="ray: the cluster address (HOST:PORT, ray://HOST:PORT or auto); "
+                                                  "absent: $RAY_ADDRESS, else a local Ray started for the run. "
+                                                  "runner run --address overrides it.")
+    gpus_per_task: float = Field(0, ge=0, description="GPUs per task (fractions allowed on ray); above 0 a task runs "
+                                                      "on CUDA; refused before launch where there is none (local: no "
+                                                      "CUDA GPU; ray: fewer GPUs in the cluster).")
+    cpus_per_task: int = Field(1, ge=1, description="CPUs per task (what Ray reserves); also the torch thread count "
+                                                    "of a task.")
+    points_per_task: int | Literal["auto"] = Field("auto", description="Grid points one task runs (they share "
+                                                                       "folded forward passes); auto: 1 for a train "
+                                                                       "spec, else enough to fill a pass, at least "
+                                                                       "32, and at least 16 tasks for a large grid.")
     max_retries: int = Field(2, ge=0, description="ray: retries of a task whose worker died.")
     max_points: int = Field(10_000_000, ge=1, description="Refuse a grid of more points than this (a guard against "
                                                           "a typo that would run for days); raise it if you mean it.")
@@ -39,6 +51,19 @@ class Execution(Strict):
         return v
 
 
+# ---------------------------------------------------------------- the run's default figure
+
+class Figure(Strict):
+    """The figure ``runner plot RUN`` draws when given no variable: what a researcher looks at first."""
+
+    var: str | None = Field(None, description="The variable to plot (default: the first of success, logit_diff, "
+                                              "restored_fraction, kl, ... the result holds).")
+    x: str | None = Field(None, description="The dim along the x axis (default: a swept number such as coefficient).")
+    hue: str | None = Field(None, description="The dim drawn as one line per value (a given hue means lines, "
+                                              "never a heatmap).")
+    col: str | None = Field(None, description="The dim drawn as one panel per value.")
+
+
 # ---------------------------------------------------------------- the specs
 
 class SpecBase(Strict):
@@ -46,7 +71,10 @@ class SpecBase(Strict):
 
     name: str = Field(description="Slug naming the run folder results/<name>/: [a-z0-9][a-z0-9_-]*.")
     description: str = Field("", description="Free text: what this experiment shows.")
-    seed: int = Field(0, ge=0, description="Base seed; default of every seed field in the spec.")
+    seed: int = Field(0, ge=0, description="Base seed: the default seed of generated data (random_tokens, "
+                                           "trajectories), random vectors and resample ablations, so every point "
+                                           "reads the same inputs; with a train point's grid coordinates, the seed "
+                                           "of its weights and batches.")
     sweep: dict[str, Any] = Field(
         default_factory=dict,
         description=(
@@ -56,6 +84,8 @@ class SpecBase(Strict):
         ),
     )
     execution: Execution = Field(default_factory=Execution, description="How to run: executor and resources.")
+    figure: Figure | None = Field(None, description="The run's default figure for `runner plot` (changes no number, "
+                                                     "so not the run id).")
 
     @field_validator("name")
     @classmethod
@@ -69,9 +99,11 @@ class Spec(SpecBase):
     """kind: intervene — run a model on data, optionally intervened on, and measure."""
 
     kind: Literal["intervene"] = Field("intervene", description="intervene: run a model and measure.")
-    model: ModelSource = Field(description="Exactly one model source.")
-    data: DataSource = Field(description="Exactly one data source: what the model reads.")
-    intervention: Intervention | None = Field(None, description="Absent: a plain run.")
+    model: ModelSource = Field(description="Exactly one model source: transformer | checkpoint | run.")
+    data: DataSource = Field(description="Exactly one data source, what the model reads: tokens | random_tokens "
+                                         "(token models) | trajectories | file (agents).")
+    intervention: Intervention | None = Field(None, description="steer | scale | ablate | patch, told apart by kind; "
+                                                                "absent: a plain run of the model.")
     metrics: list[metric_union()] = Field(default_factory=default_metrics, min_length=1,  # type: ignore[valid-type]
                                           description=metrics_description())
 
@@ -96,7 +128,8 @@ class AgentArchitecture(Strict):
     d_mlp: int | None = Field(None, ge=1, description="MLP width; default 4 * d_model.")
     context: int = Field(8, ge=1, description="Timesteps in the context window.")
     act_fn: Literal["gelu", "gelu_new", "relu", "silu"] = Field("gelu", description="MLP activation.")
-    init_seed: int | None = Field(None, ge=0, description="Weight initialisation seed; default: the point's seed.")
+    init_seed: int | None = Field(None, ge=0, description="Weight initialisation seed; default: the point's seed "
+                                                          "(from the spec's seed and the point's grid coordinates).")
 
     @model_validator(mode="after")
     def _heads_divide(self) -> "AgentArchitecture":
@@ -106,16 +139,22 @@ class AgentArchitecture(Strict):
 
 
 class TrainOptions(Strict):
+    """The optimiser loop: AdamW on the cross-entropy of the demonstrated action at every state token."""
+
     steps: int = Field(2000, ge=1, description="Optimiser steps.")
-    batch_size: int = Field(64, ge=1, description="Windows per step.")
-    lr: float = Field(3.0e-4, gt=0, description="AdamW peak learning rate (linear warm-up, cosine decay).")
+    batch_size: int = Field(64, ge=1, description="Windows per step, each of context timesteps ending at a step "
+                                                  "drawn at random from the demonstrations.")
+    lr: float = Field(3.0e-4, gt=0, description="AdamW peak learning rate (linear warm-up, then cosine decay to a "
+                                                "tenth of it).")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
-    warmup: int = Field(100, ge=0, description="Warm-up steps.")
+    warmup: int = Field(100, ge=0, description="Steps of linear warm-up to lr.")
     grad_clip: float = Field(1.0, gt=0, description="Gradient norm clip.")
-    log_every: int = Field(25, ge=1, description="Record the loss every this many steps.")
+    log_every: int = Field(25, ge=1, description="Record the loss every this many steps (and at the last).")
 
 
 class EvalOptions(Strict):
+    """Closed-loop episodes of each trained agent, beside a uniformly random policy's on the same env seeds."""
+
     episodes: int = Field(100, ge=0, description="Closed-loop evaluation episodes after training (0: none).")
     seed: int = Field(1_000_000, ge=0, description="Episode e uses env seed seed + e: keep it apart from training seeds.")
     target_return: float | None = Field(None, description="decision_transformer: return to condition on; default 1.")

@@ -6,6 +6,7 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import (
     Field,
     field_validator,
+    model_validator,
 )
 
 from runner.spec.base import SLUG, Source, Strict, one_of
@@ -33,7 +34,9 @@ class TransformerModel(Source):
 
 
 class CheckpointModel(Source):
-    checkpoint: str = Field(description="A folder holding model.safetensors + config.json (an agent runner trained).")
+    checkpoint: str = Field(description="A folder holding model.safetensors + config.json (an agent runner trained, "
+                                        "e.g. results/<run>/models/<point>); relative to the directory runner "
+                                        "starts in.")
 
 
 class RunModel(Source):
@@ -54,6 +57,11 @@ class Data(Source):
     def target_return(self) -> float | None:
         """The return a decision transformer is conditioned on, when the source sets one."""
         return None
+
+    @property
+    def where(self) -> dict[str, str]:
+        """The conditions restricting which samples are read (selection kind -> value); empty: every sample."""
+        return {}
 
 
 class TokensData(Data):
@@ -81,9 +89,28 @@ class RandomTokensData(Data):
     random_tokens: RandomTokensOptions = Field(description="Uniformly random token ids in [0, d_vocab).")
 
 
+class Where(Strict):
+    """Which samples (steps) of the episodes the model reads; every condition given must hold."""
+
+    mission: str | None = Field(None, description="Only episodes whose mission is exactly this.")
+    mission_word: str | None = Field(None, description="Only episodes whose mission has this word, e.g. red.")
+    in_view: str | None = Field(None, description="Only steps whose 7x7 view shows this object ('key' or 'red key').")
+
+    @model_validator(mode="after")
+    def _something(self) -> "Where":
+        if not self.conditions():
+            raise ValueError("where needs at least one of mission, mission_word, in_view")
+        return self
+
+    def conditions(self) -> dict[str, str]:
+        """selection kind -> value, for the conditions given."""
+        return self.model_dump(exclude_none=True)
+
+
 class TrajectoryOptions(Strict):
     env: str = Field(description="A MiniGrid or BabyAI env id registered by minigrid, e.g. BabyAI-GoToLocal-v0.")
-    policy: Literal["bot", "random"] = Field("bot", description="bot: minigrid's BabyAI bot (BabyAI levels only); random.")
+    policy: Literal["bot", "random"] = Field("bot", description="bot: minigrid's BabyAI bot (BabyAI levels only); "
+                                                               "random: uniformly random actions.")
     episodes: int = Field(ge=1, description="Number of episodes.")
     seed: int | None = Field(None, ge=0, description="Episode e uses env seed seed + e; default: the spec's seed.")
     max_steps: int | None = Field(None, ge=1, description="Truncate episodes here; default: the env's own limit.")
@@ -91,6 +118,8 @@ class TrajectoryOptions(Strict):
     target_return: float | None = Field(
         None, description="Decision transformers: condition RTG tokens on this return (less rewards already received) "
                           "instead of the episodes' own; closed-loop rollouts start from it too. Sweep it for an RTG scan.")
+    where: Where | None = Field(None, description="Measure only these samples (steps), e.g. {mission_word: red}; each "
+                                                  "still sees its episode's earlier steps in its window.")
 
 
 class TrajectoryData(Data):
@@ -102,9 +131,14 @@ class TrajectoryData(Data):
     def target_return(self) -> float | None:
         return self.trajectories.target_return
 
+    @property
+    def where(self) -> dict[str, str]:
+        return self.trajectories.where.conditions() if self.trajectories.where else {}
+
 
 class FileData(Data):
-    file: str = Field(description="An .npz of trajectories in runner's layout (see runner.envs.trajectories).")
+    file: str = Field(description="An .npz of trajectories in runner's layout (see runner.envs.trajectories); "
+                                  "relative to the directory runner starts in.")
 
     agent_data: ClassVar[bool] = True
 
@@ -113,5 +147,5 @@ DataSource = one_of("data", TokensData, RandomTokensData, TrajectoryData, FileDa
 AgentData = one_of("data", TrajectoryData, FileData)
 
 __all__ = ["TransformerConfig", "TransformerModel", "CheckpointModel", "RunModel", "Data", "TokensData",
-           "RandomTokensOptions", "RandomTokensData", "TrajectoryOptions", "TrajectoryData", "FileData",
+           "RandomTokensOptions", "RandomTokensData", "Where", "TrajectoryOptions", "TrajectoryData", "FileData",
            "ModelSource", "DataSource", "AgentData"]
