@@ -208,8 +208,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     detail(plan.describe())
     outcome = execute(plan, executor=args.executor, address=args.address, fresh=args.fresh,
                       ready=lambda folder: log.open(folder.log_file))
-    total = len(plan)
-    say(f"wrote {outcome.folder.result_file}  ({total - len(outcome.failed)} of {total} points ok)", stdout=True)
+    total, skipped = len(plan), len(plan.not_applicable)
+    counts = f"{total - skipped - len(outcome.failed)} of {total} points ok"
+    if skipped:
+        counts += f", {skipped} not applicable"
+    say(f"wrote {outcome.folder.result_file}  ({counts})", stdout=True)
     for line in undefined_counts(outcome.dataset):
         say(f"  {line}", stdout=True)
     if "success" in outcome.dataset and "random_success" in outcome.dataset:
@@ -235,6 +238,8 @@ def undefined_counts(ds) -> list[str]:
         if "undefined" in var.attrs:
             counted = ok.broadcast_like(var)
             n = int((np.isnan(var) & counted).sum())
+            if n == 0 and name.endswith("_sem"):  # a spread defined everywhere is the usual case: no news
+                continue
             lines.append(f"{name}: {n} of {int(counted.sum())} values undefined ({var.attrs['undefined']})")
     return lines
 

@@ -112,8 +112,9 @@ def _run(plan: Plan, folder: RunFolder, kind: str, address: str | None, fresh: b
         return _finish(merger, kind, plan, folder)
     with make_executor(kind, plan, address) as ex:
         _prepare(plan, folder, fresh, log, ready)
-        if len(remaining) < len(plan):
-            log(f"resuming {folder.root}: {len(plan) - len(remaining)} of {len(plan)} points already done")
+        applicable = len(plan) - len(plan.not_applicable)
+        if len(remaining) < applicable:
+            log(f"resuming {folder.root}: {applicable - len(remaining)} of {applicable} points already done")
         log(f"running {plural(len(remaining), 'point')} in {plural(plan.n_tasks(len(remaining)), 'task')} "
             f"on {ex.describe()}")
         _compute(plan, folder, ex, remaining, merger)

@@ -28,7 +28,8 @@ class LocalExecutor:
         return None
 
     def describe(self) -> str:
-        return f"the local executor ({self.execution.cpus_per_task} torch threads)"
+        threads = self.execution.cpus_per_task
+        return f"the local executor ({threads} torch thread{'' if threads == 1 else 's'})"
 
     def map(self, tasks: list) -> Iterator[tuple[Any, Any]]:
         from runner.execute.task import run_task

@@ -55,10 +55,13 @@ def wilson(rate: Any, n: int, z: float = 1.959964) -> tuple[Any, Any]:
     >>> low, high = wilson(0.5, 50)
     >>> round(float(low), 3), round(float(high), 3)
     (0.366, 0.634)
+    >>> wilson(1.0, 100)[1]
+    np.float64(1.0)
     """
     centre = (rate + z * z / (2 * n)) / (1 + z * z / n)
     half = z * np.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return centre - half, centre + half
+    # the interval contains the rate within [0, 1]; at 0 or 1 float rounding would put it a hair outside
+    return np.clip(centre - half, 0.0, rate), np.clip(centre + half, rate, 1.0)
 
 
 class _Counting:

@@ -274,7 +274,8 @@ def _lines(ax: Any, da: Any, bars: tuple | None, x: str, hue: str | None, ylabel
     numeric = _x_rank(da, x) > 0 and _label_coord(da, x) is None  # numbers on a real axis, else labelled slots
     ticks = None if numeric else _labels(da, x)
     xs = np.asarray(da[x].values, dtype=float) if numeric else np.arange(len(ticks))
-    hues = range(da.sizes[hue]) if hue else [None]
+    # a hue with no value anywhere (not applicable to its agent) gets no line and no legend entry
+    hues = [j for j in range(da.sizes[hue]) if np.isfinite(da.isel({hue: j}).values).any()] if hue else [None]
     names = _labels(da, hue) if hue else []
     for j in hues:
         at = {hue: j} if hue is not None else {}
