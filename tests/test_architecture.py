@@ -132,8 +132,9 @@ def test_a_metric_added_in_one_place_runs_end_to_end(project, toy_metric):
 # ---------------------------------------------------------------- declarations match what metrics produce
 
 OPTIONS = {"logit_diff": {"tokens": [1, 2]}, "attention": {"heads": [[0, 1], [1, 0]]},
-           "rollout": {"episodes": 2, "max_steps": 4}}
-AGENT_OPTIONS = {"logit_diff": {"actions": ["left", "right"]}}
+           "rollout": {"episodes": 2, "max_steps": 4}, "logit_lens": {"positions": "all"},
+           "dla": {"tokens": [1, 2]}}
+AGENT_OPTIONS = {"logit_diff": {"actions": ["left", "right"]}, "dla": {"actions": ["left", "right"]}}
 
 
 @pytest.fixture(scope="module")

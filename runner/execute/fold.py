@@ -8,6 +8,10 @@ attending to the clean keys and values of the positions before p: a steer at
 ``last`` recomputes one position per layer, a patch at position p the positions
 from p. Points that share a layer are packed into passes of at most MAX_TOKENS
 computed tokens (rows x positions).
+
+Readouts a metric wants at every position come back whole: the positions
+before the pass's first are the clean run's (an edit cannot reach them), and
+so are the activations of blocks the pass skipped.
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ import torch
 
 from runner import interventions, metrics
 from runner.execute.inputs import batch_size, stack
+from runner.metrics.base import position_axis
 from runner.models.transformer import run_from
 from runner.plan import PASS_TOKENS
 
@@ -89,8 +94,9 @@ def _start(chunk: list, reuse: bool) -> int:
     return min(edit.first for _, _, edit in chunk) if reuse else 0
 
 
-def folded_pass(group: Any, chunk: list, reuse: bool) -> list[tuple[torch.Tensor, dict]]:
-    """Last-position logits and readouts of each point in ``chunk``, from one forward over their stacked rows."""
+def folded_pass(group: Any, chunk: list, reuse: bool) -> list[tuple[torch.Tensor, dict, dict]]:
+    """Last-position logits, readouts and every-position readouts of each point in ``chunk``, from one forward
+    over their stacked rows (last-position readouts of the blocks the pass skipped are not among them)."""
     layer = chunk[0][2].layer
     start = _start(chunk, reuse) if layer is not None else 0
     rows, at = [], 0
@@ -101,10 +107,12 @@ def folded_pass(group: Any, chunk: list, reuse: bool) -> list[tuple[torch.Tensor
     for r, (_, _, edit) in zip(rows, chunk):
         by_site[edit.site].append((r, edit.shifted(start)))
     captured: dict[str, torch.Tensor] = {}
+    computed: dict[str, torch.Tensor] = {}  # every-position readouts at the positions the pass computes
     at_input = layer is not None and set(by_site) == {f"blocks.{layer}.hook_resid_pre"}
     hooks = [] if at_input else [(site, _edit_rows(edits)) for site, edits in by_site.items()]
     hooks += [(name, lambda x, hook, name=name: captured.__setitem__(name, metrics.last_position(name, x)))
               for name in sorted(group.readouts)]
+    hooks += [(name, lambda x, hook, name=name: computed.__setitem__(name, x)) for name in sorted(group.sequences)]
     if layer is None:  # an edit before the blocks (embeddings): run from the inputs
         logits = group.model.run_with_hooks(stack([v.inputs for _, v, _ in chunk]), fwd_hooks=hooks)[:, -1]
     else:
@@ -116,10 +124,29 @@ def folded_pass(group: Any, chunk: list, reuse: bool) -> list[tuple[torch.Tensor
                                for kv in ("k", "v"))
                   for later in range(layer, group.sizes.n_layers)} if start else None
         with group.model.hooks(fwd_hooks=hooks):
-            # the final block computes the last position alone unless an edit sits in it
-            last_only = at_input or layer < group.sizes.n_layers - 1
+            # the final block computes the last position alone unless an edit sits in it or a metric reads it all
+            last_only = (at_input or layer < group.sizes.n_layers - 1) and not group.sequences
             logits = run_from(group.model, resid, layer, slice(-1, None), prefix=prefix, last_only=last_only)[:, -1]
-    return [(logits[r], {name: value[r] for name, value in captured.items()}) for r in rows]
+    return [(logits[r], {name: value[r] for name, value in captured.items()},
+             _whole(group.sequences, variant.cache, {name: value[r] for name, value in computed.items()}, start))
+            for r, (_, variant, _) in zip(rows, chunk)]
+
+
+def _whole(names: set[str], clean: dict[str, torch.Tensor], computed: dict[str, torch.Tensor],
+           start: int) -> dict[str, torch.Tensor]:
+    """A point's activations at every position: the clean run's before ``start``, then what the pass computed.
+
+    Causality makes this exact: an edit from position ``start`` on changes nothing before it, and
+    a block the pass skipped (before the edit's layer) is the clean run's at every position.
+    """
+    out = {}
+    for name in names:
+        if name not in computed:
+            out[name] = clean[name]
+        else:
+            axis = position_axis(name)
+            out[name] = torch.cat([clean[name].narrow(axis, 0, start), computed[name]], dim=axis)
+    return out
 
 
 def _edit_rows(edits: list) -> Any:

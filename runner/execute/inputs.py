@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from runner.ids import content_id
-from runner.plan.facts import token_array, trajectories
+from runner.plan.facts import pretrained_folder, token_array, trajectories
 from runner.spec import resolve_path
 
 _MODELS: dict[tuple, Any] = {}
@@ -17,7 +17,8 @@ def load_model(source: Any, base_dir: str | Path = ".", device: str = "cpu") -> 
     """The model a spec's model source names, cached for the life of the process (a Ray worker's too).
 
     A transformer config builds a TransformerBridge (same init_seed, same weights); a
-    checkpoint loads an agent (again when its weights file changes). Models are built
+    checkpoint loads an agent (again when its weights file changes); a pretrained model boots
+    a TransformerBridge from its folder (again when its config or weights change). Models are built
     outside inference mode, so that the cached model also serves code that needs gradients.
     """
     with torch.inference_mode(False):
@@ -41,6 +42,14 @@ def _load_model(source: Any, base_dir: str | Path, device: str) -> Any:
         if key not in _MODELS:
             _MODELS[key] = load_agent(folder, device)
         return _MODELS[key]
+    if source.kind == "pretrained":
+        from runner.models.pretrained import load, model_files
+
+        folder = pretrained_folder(source, base_dir, weights=True)
+        key = (str(folder.resolve()), tuple((p.name, p.stat().st_mtime_ns) for p in model_files(folder)), device)
+        if key not in _MODELS:
+            _MODELS[key] = load(folder, device)
+        return _MODELS[key]
     raise ValueError(f"a {source.kind} model source names several models; load one of its checkpoints")
 
 
@@ -51,8 +60,8 @@ def make_tokens(data: Any, d_vocab: int, default_seed: int, device: str = "cpu")
 
 def make_inputs(data: Any, model: Any, base_dir: str | Path, default_seed: int, device: str = "cpu",
                 base_data: Any = None) -> Any:
-    """What ``model`` reads for a data source: token ids, or one agent window ending at every step (that
-    the source's ``where`` keeps).
+    """What ``model`` reads for a data source: token ids (text: by the model's tokenizer), or one agent window
+    ending at every step (that the source's ``where`` keeps).
 
     ``same: {...}`` sources change ``base_data`` (the spec's own data): its RTG target,
     a mission word, or one cell of every observation.
@@ -61,6 +70,10 @@ def make_inputs(data: Any, model: Any, base_dir: str | Path, default_seed: int, 
         return _agent_inputs(base_data, model, base_dir, default_seed, device, data.same)
     if data.agent_data:
         return _agent_inputs(data, model, base_dir, default_seed, device)
+    if data.kind == "text":  # the checks made sure the rows tokenize to one length
+        from runner.models.pretrained import encode
+
+        return torch.tensor(encode(model.tokenizer, data.text), dtype=torch.int64, device=device)
     return make_tokens(data, model.cfg.d_vocab, default_seed, device)
 
 

@@ -29,6 +29,8 @@ from runner.execute.fold import MAX_TOKENS, chunks, folded_pass, kv_names
 from runner.execute.inputs import batch_size, load_model, make_inputs, stack
 from runner.execute.records import Record, Records
 from runner.ids import content_id
+from runner.metrics.base import reads_all_positions
+from runner.metrics.lens import layer_reads
 from runner.models.sizes import ModelSizes
 from runner.models.transformer import reuses_prefix
 from runner.plan.facts import model_sizes, trajectories
@@ -57,10 +59,11 @@ class Group:
     device: str
     seed: int
     sites: set[str]
-    readouts: set[str]
+    readouts: set[str]         # hooks metrics read at the last position
     variants: dict[str, Variant]
     reuse: bool                # folded passes compute only the positions an edit reaches (see fold.py)
     variant_of: dict[int, str] = field(default_factory=dict)   # point index -> its variant's key
+    sequences: set[str] = field(default_factory=set)           # hooks metrics read at every position
     _other: dict[tuple, torch.Tensor] = field(default_factory=dict, repr=False)
     _keys: dict[int, tuple] = field(default_factory=dict, repr=False)
 
@@ -145,6 +148,7 @@ def _start(points: list[Any], base_dir: str, device: str) -> Group:
     ivs = [p.spec.intervention for p in points if p.spec.intervention is not None]
     sites = {interventions.site_of(iv, sizes) for iv in ivs}
     readouts = metrics.reads([m for p in points for m in p.spec.metrics], sizes.n_layers)
+    sequences = reads_all_positions([m for p in points for m in p.spec.metrics], sizes.n_layers)
     names = {s.name for s in sites} | {f"blocks.{s.layer}.hook_resid_pre" for s in sites if s.layer is not None}
     reuse = reuses_prefix(model) and any(iv.position != "all" for iv in ivs)
     if reuse:  # the clean keys and values of the positions before an edit, at every layer it reaches
@@ -155,7 +159,8 @@ def _start(points: list[Any], base_dir: str, device: str) -> Group:
         if variant_of[p.index] not in variants:
             inputs = make_inputs(p.spec.data, model, base_dir, spec.seed, device)
             variants[variant_of[p.index]] = Variant(p.spec.data, inputs)
-    group = Group(model, sizes, base_dir, device, spec.seed, names | readouts, readouts, variants, reuse, variant_of)
+    group = Group(model, sizes, base_dir, device, spec.seed, names | readouts | sequences, readouts, variants, reuse,
+                  variant_of, sequences)
     _clean_passes(group)
     return group
 
@@ -190,11 +195,11 @@ def _measure_group(group: Group, points: list[Any], records: Records, files: dic
             if id(edit.offset) not in saved:  # the same vector object: saved once
                 saved[id(edit.offset)] = _save_vector(edit.offset.cpu().numpy(), files)
             vectors[p.index] = saved[id(edit.offset)]
-    for (p, variant, edit), logits, seen in _forward(group, prepared, records):
+    for (p, variant, edit), logits, seen, sequences in _forward(group, prepared, records):
         try:
             patch = p.spec.intervention if any(m.kind == "restored_fraction" for m in p.spec.metrics) else None
             source = group.other_run(patch.source, variant, None) if patch is not None else None
-            reading = metrics.Reading(variant.logits, logits, source, seen, group.model, group.sizes.agent)
+            reading = metrics.Reading(variant.logits, logits, source, seen, group.model, group.sizes.agent, sequences)
             result = metrics.measure(p.spec.metrics, reading)
             loop = metrics.Loop(group.model, [interventions.hook(edit)] if edit else [], p.spec.data.target_return,
                                 group.device)
@@ -206,13 +211,14 @@ def _measure_group(group: Group, points: list[Any], records: Records, files: dic
             records.fail(p)
 
 
-def _forward(group: Group, prepared: list, records: Records) -> Iterator[tuple[tuple, torch.Tensor, dict]]:
-    """Yield (prepared point, last-position logits, readouts), folding edited points into few passes."""
+def _forward(group: Group, prepared: list, records: Records) -> Iterator[tuple[tuple, torch.Tensor, dict, dict]]:
+    """Yield (prepared point, last-position logits, readouts, every-position readouts), folding edited points into
+    few passes."""
     by_start: dict[int | None, list] = defaultdict(list)
     for item in prepared:
         _, variant, edit = item
         if edit is None or edit.changes_nothing:  # the clean run is its result: bit for bit, nothing to compute
-            yield item, variant.logits, _last(variant.cache, group.readouts)
+            yield item, variant.logits, _last(variant.cache, group.readouts), _every(variant.cache, group.sequences)
         else:
             by_start[edit.layer].append(item)
     for chunk in (c for layer, items in by_start.items() for c in chunks(items, group.length, group.reuse)):
@@ -228,19 +234,24 @@ def _forward(group: Group, prepared: list, records: Records) -> Iterator[tuple[t
                     outs.append(None)
         for item, out in zip(chunk, outs):
             if out is not None:
-                logits, seen = out
-                yield item, logits, _last(item[1].cache, group.readouts) | seen  # blocks a pass skipped read as clean
+                logits, seen, sequences = out  # every-position readouts come whole (fold.py)
+                yield item, logits, _last(item[1].cache, group.readouts) | seen, sequences  # skipped blocks: clean
 
 
 def _last(cache: dict[str, torch.Tensor], names: set[str]) -> dict[str, torch.Tensor]:
     return {n: metrics.last_position(n, a) for n, a in cache.items() if n in names}
 
 
+def _every(cache: dict[str, torch.Tensor], names: set[str]) -> dict[str, torch.Tensor]:
+    return {n: a for n, a in cache.items() if n in names}
+
+
 def _record(result: metrics.Result, sizes: ModelSizes, point_metrics: list) -> Record:
-    """A point's metric arrays with the labels of their dims: actions by name, agent positions by role."""
-    labels: dict[str, Any] = {"action": tuple(ACTIONS), "position": sizes.roles}
+    """A point's metric arrays with the labels of their dims: actions by name, agent positions by role, layer reads."""
+    labels: dict[str, Any] = {"action": tuple(ACTIONS), "position": sizes.roles,
+                              "layer_read": layer_reads(sizes.n_layers)}
     for m in point_metrics:
-        labels |= {dim: tuple(names) for dim, names in m.labels().items()}
+        labels |= {dim: tuple(names) for dim, names in m.labels_for(sizes).items()}
     coords = {dim: _labels(dim, size, labels.get(dim)) for dims, values, _ in result.values()
               for dim, size in zip(dims, values.shape)}
     return Record(result, coords)

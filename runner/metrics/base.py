@@ -62,6 +62,10 @@ class Metric(BaseModel):
     closed_loop: ClassVar[bool] = False                     # plays episodes instead of reading a forward pass
     reduces_itself: ClassVar[bool] = False                  # its function applies reduce: mean itself
 
+    def declared(self) -> dict[str, Variable]:
+        """The variables it produces with these options: ``variables``, unless an option adds a dim."""
+        return self.variables
+
     def dims(self, name: str, agent: bool) -> tuple[str, ...]:
         """The dims of one of its variables (or their spreads) in a result, after ``reduce``."""
         dims = tuple("action" if agent and d == "vocab" else d for d in self.produces()[name].dims)
@@ -75,7 +79,7 @@ class Metric(BaseModel):
         if self.reduce != "mean" or self.reduces_itself:
             return {}
         out: dict[str, Variable] = {}
-        for name, var in self.variables.items():
+        for name, var in self.declared().items():
             over = [d for d in var.dims if d in SAMPLE_DIMS]
             if over and not var.coord:
                 out[f"{name}_sem"] = Variable(var.dims, f"standard error of the mean of {name} over {', '.join(over)}",
@@ -85,18 +89,19 @@ class Metric(BaseModel):
 
     def produces(self) -> dict[str, Variable]:
         """Every variable it writes into a result: its declared ones, then their spreads under ``reduce: mean``."""
-        kept = {n: v for n, v in self.variables.items() if not (v.coord and self.reduce == "mean")}
+        kept = {n: v for n, v in self.declared().items() if not (v.coord and self.reduce == "mean")}
         return {**kept, **self.companions()}
 
     def dim_names(self) -> set[str]:
         """Every dim it may produce, on either kind of model (a sweep dim may not take these names)."""
-        dims = {d for v in self.variables.values() for d in v.dims}
+        dims = {d for v in self.declared().values() for d in v.dims}
         return dims | {"action"} if "vocab" in dims else dims
 
     def attrs(self, name: str) -> dict[str, str]:
         """The netCDF attrs of one of its variables (or their spreads)."""
         attrs = self.produces()[name].attrs()
-        if name in self.variables and self.reduce == "mean" and any(d in SAMPLE_DIMS for d in self.variables[name].dims):
+        declared = self.declared()
+        if name in declared and self.reduce == "mean" and any(d in SAMPLE_DIMS for d in declared[name].dims):
             attrs["cell_methods"] = "sample: mean"
         return attrs
 
@@ -110,8 +115,16 @@ class Metric(BaseModel):
         """Coordinate labels of dims of its own (the common ones, action and position, are labelled for it)."""
         return {}
 
+    def labels_for(self, sizes: Any) -> dict[str, list[str]]:
+        """Coordinate labels of its own dims on a model of ``sizes``: ``labels()`` unless they depend on the model."""
+        return self.labels()
+
     def reads(self, n_layers: int) -> set[str]:
         """Hook names whose activations at the last position it reads from the intervened run."""
+        return set()
+
+    def reads_all_positions(self, n_layers: int) -> set[str]:
+        """Hook names whose activations at every position it reads from the intervened run (``Reading.sequences``)."""
         return set()
 
     def problems(self, sizes: Any, intervention: Any) -> Iterator[str]:
@@ -129,6 +142,7 @@ class Reading:
     readouts: dict[str, Any] | None = None  # intervened activations at the last position (see Metric.reads)
     model: Any = None
     agent: bool = False
+    sequences: dict[str, Any] | None = None  # ... at every position (see Metric.reads_all_positions)
 
 
 @dataclass
@@ -230,6 +244,16 @@ def reads(metrics: list[Metric], n_layers: int) -> set[str]:
     return set().union(*(m.reads(n_layers) for m in metrics)) if metrics else set()
 
 
+def reads_all_positions(metrics: list[Metric], n_layers: int) -> set[str]:
+    """Hook names whose intervened activations (every position) the metrics read."""
+    return set().union(*(m.reads_all_positions(n_layers) for m in metrics)) if metrics else set()
+
+
+def position_axis(name: str) -> int:
+    """The axis of an activation that runs over positions (queries, for attention patterns)."""
+    return 2 if name.endswith("hook_pattern") else 1
+
+
 def last_position(name: str, x: Any) -> Any:
     """An activation at the last position (the last query, for attention patterns)."""
     return x[:, :, -1] if name.endswith("hook_pattern") else x[:, -1]
@@ -247,14 +271,15 @@ Result = dict[str, tuple[tuple[str, ...], np.ndarray, dict[str, str]]]
 
 def labelled(metric: Metric, arrays: dict[str, Any], agent: bool) -> Result:
     """A metric function's arrays with their declared dims and attrs, ``reduce: mean`` applied."""
-    if set(arrays) != set(metric.variables):
-        raise ValueError(f"metric {metric.kind!r} returned {sorted(arrays)}, declared {sorted(metric.variables)}")
+    declared = metric.declared()
+    if set(arrays) != set(declared):
+        raise ValueError(f"metric {metric.kind!r} returned {sorted(arrays)}, declared {sorted(declared)}")
     out: Result = {}
     for name, value in arrays.items():
         if name not in metric.produces():  # a label of a dim reduce: mean removed
             continue
         values, dims = to_numpy(value), tuple("action" if agent and d == "vocab" else d
-                                              for d in metric.variables[name].dims)
+                                              for d in declared[name].dims)
         if values.dtype.kind in "US":
             values = values.astype(object)
         if metric.reduce == "mean" and metric.reduces_itself:
@@ -279,7 +304,7 @@ def _check_finite(metric: Metric, name: str, values: np.ndarray) -> None:
     if values.dtype.kind != "f":
         return
     bad = ~np.isfinite(values)
-    if metric.variables[name].undefined is not None:
+    if metric.declared()[name].undefined is not None:
         bad &= ~np.isnan(values)
     if bad.any():
         raise ValueError(f"metric {metric.kind!r}: {int(bad.sum())} of {bad.size} values of {name} are not finite "

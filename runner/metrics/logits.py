@@ -75,17 +75,27 @@ def kl(metric: KL, r: Reading) -> dict[str, Any]:
 
 
 class TwoChoices(Metric):
-    """A metric over two choices: token ids for token models, action names for agents."""
+    """A metric over two choices: token ids (or, for pretrained models, their text) for token models, action names
+    for agents."""
 
     tokens: list[Annotated[int, Field(ge=0)]] | None = Field(None, min_length=2, max_length=2,
                                                              description="Token models: the two token ids [a, b].")
     actions: list[ActionName] | None = Field(None, min_length=2, max_length=2,
                                              description="Agents: the two actions [a, b] by name.")
+    strings: list[Annotated[str, Field(min_length=1)]] | None = Field(
+        None, min_length=2, max_length=2, description="Pretrained models: the two tokens [a, b] by their text, each "
+                                                      "one token of the model's tokenizer, e.g. [' Paris', ' Rome'].")
 
-    def choice_ids(self) -> list[int] | None:
-        """[a, b] as output ids, or None when neither is given."""
+    def choice_ids(self, model: Any = None) -> list[int] | None:
+        """[a, b] as output ids, or None when no pair is given; strings need the ``model`` (its tokenizer)."""
         if self.tokens is not None:
             return self.tokens
+        if self.strings is not None:
+            if model is None:
+                raise ValueError(f"metric {self.kind!r}: strings name tokens of a model's tokenizer: pass the model")
+            from runner.models.pretrained import token_of
+
+            return [token_of(model.tokenizer, s) for s in self.strings]
         return [action_id(a) for a in self.actions] if self.actions is not None else None
 
     def problems(self, sizes: Any, intervention: Any) -> Iterator[str]:
@@ -96,6 +106,10 @@ class TwoChoices(Metric):
             yield f"metric {self.kind!r}: actions name an agent's choices; a token model takes tokens"
         if self.tokens and sizes.agent:
             yield f"metric {self.kind!r}: an agent's choices are actions: [left, right], not tokens"
+        if self.strings and sizes.agent:
+            yield f"metric {self.kind!r}: an agent's choices are actions: [left, right], not strings"
+        elif self.strings and self.kind != "logit_diff":
+            yield f"metric {self.kind!r} takes its pair as token ids (tokens: [a, b]); strings: is logit_diff's"
 
 
 class LogitDiff(TwoChoices):
@@ -103,20 +117,22 @@ class LogitDiff(TwoChoices):
 
     kind: Literal["logit_diff"]
     variables = {"logit_diff": Variable(("sample",))}
-    model_config = ConfigDict(json_schema_extra={"oneOf": [{"required": ["tokens"]}, {"required": ["actions"]}]})
+    model_config = ConfigDict(json_schema_extra={"oneOf": [{"required": ["tokens"]}, {"required": ["actions"]},
+                                                           {"required": ["strings"]}]})
 
     @model_validator(mode="after")
     def _one_pair(self) -> "LogitDiff":
-        if (self.tokens is None) == (self.actions is None):
-            raise ValueError("logit_diff takes exactly one of tokens: [a, b] (token models) or actions: [a, b] (agents)")
+        if sum(pair is not None for pair in (self.tokens, self.actions, self.strings)) != 1:
+            raise ValueError("logit_diff takes exactly one of tokens: [a, b] (token models), strings: [a, b] "
+                             "(pretrained models: tokens by their text) or actions: [a, b] (agents)")
         return self
 
     def attrs(self, name: str) -> dict[str, str]:
-        a, b = self.actions or self.tokens
+        a, b = [repr(s) for s in self.strings] if self.strings else (self.actions or self.tokens)
         return {"long_name": f"logit[{a}] - logit[{b}] at the last position", **super().attrs(name)}
 
 
 @register(LogitDiff)
 def logit_diff(metric: LogitDiff, r: Reading) -> dict[str, Any]:
-    a, b = metric.choice_ids()
+    a, b = metric.choice_ids(r.model)
     return {"logit_diff": r.out[:, a] - r.out[:, b]}

@@ -73,7 +73,8 @@ def run_from(model: Any, resid: torch.Tensor, layer: int, positions: slice = sli
     """
     prefix = prefix or {}
     final = len(model.blocks) - 1
-    tail = last_only and resid.shape[1] > 1
+    # the last-position shortcut computes keys and values itself: TransformerLens's native attention only
+    tail = last_only and resid.shape[1] > 1 and _native_attention(model.blocks[final])
     with _attending_to(model, {at: (kv, None) for at, kv in prefix.items() if not (tail and at == final)}):
         for block in model.blocks[layer:final if tail else final + 1]:
             out = block(resid)
@@ -95,6 +96,10 @@ def _last_position_of_final_block(model: Any, resid: torch.Tensor, shared: Any) 
     with _attending_to(model, {len(model.blocks) - 1: (shared, own)}):
         out = block(resid[:, -1:])
     return out[0] if isinstance(out, tuple) else out
+
+
+def _native_attention(block: Any) -> bool:
+    return type(getattr(block.attn, "original_component", None)).__name__ == "NativeAttention"
 
 
 def reuses_prefix(model: Any) -> bool:

@@ -15,7 +15,7 @@ import numpy as np
 
 from runner.metrics import family_problem
 from runner.models.sites import HEAD_HOOKS, NotApplicable, SiteError, position_indices, resolve_site
-from runner.plan.facts import data_shape, model_sizes, trajectories
+from runner.plan.facts import data_shape, model_sizes, text_tokens, trajectories
 from runner.spec import resolve_path
 
 Found = Iterator[tuple[tuple, str]]  # (spec path, message)
@@ -62,24 +62,30 @@ def check_point(spec: Any, access: DataAccess) -> Found:
             return
     try:
         sizes = model_sizes(spec.model, access.base_dir)
-    except ValueError as exc:  # a missing or corrupt checkpoint
-        yield ("model", "checkpoint"), str(exc)
+    except ValueError as exc:  # a missing or corrupt checkpoint or pretrained model
+        yield ("model", spec.model.kind), str(exc)
         return
     if sizes.agent != spec.data.agent_data:
         yield ("data",), ("an agent reads trajectories (data: {trajectories: ...} or {file: ...npz})" if sizes.agent
-                          else "a token model reads tokens (data: {tokens: ...} or {random_tokens: ...})")
+                          else "a token model reads tokens (data: {tokens: ...}, {random_tokens: ...} or, for a "
+                               "pretrained model, {text: [...]})")
         return
     if sizes.agent:
         yield from _check_agent_data(spec.data, ("data",), access.base_dir)
         yield from _check_where(spec.data, spec.seed, access)
     else:
-        yield from _check_tokens(spec.data, ("data",), sizes)
+        problems = list(_check_tokens(spec.data, ("data",), sizes))
+        yield from problems
+        if problems and spec.data.kind == "text":  # no length to check positions against
+            return
     if spec.intervention is not None:
         yield from _check_intervention(spec.intervention, spec, sizes, access)
     for i, metric in enumerate(spec.metrics):
         problem = family_problem(metric, sizes.agent)
         yield from ((("metrics", i), message) for message in ([problem] if problem else []))
         yield from ((("metrics", i), message) for message in metric.problems(sizes, spec.intervention))
+        if getattr(metric, "strings", None) and not sizes.agent:
+            yield from _check_strings(metric.strings, ("metrics", i, metric.kind, "strings"), sizes)
 
 
 def _check_intervention(iv: Any, spec: Any, sizes: Any, access: DataAccess) -> Found:
@@ -95,6 +101,9 @@ def _check_intervention(iv: Any, spec: Any, sizes: Any, access: DataAccess) -> F
         elif iv.head >= sizes.n_heads:
             yield ("intervention", "head"), (f"head {iv.head} is out of range: the model has {sizes.n_heads} heads "
                                              f"(0..{sizes.n_heads - 1})")
+        elif site.short in ("k", "v") and getattr(sizes, "n_kv_heads", None) and iv.head >= sizes.n_kv_heads:
+            yield ("intervention", "head"), (f"head {iv.head} is out of range for {site.name}: the model's queries "
+                                             f"share {sizes.n_kv_heads} key/value heads (0..{sizes.n_kv_heads - 1})")
     try:
         position_indices(iv.position, data_shape(spec.data, sizes)[1], sizes.roles)
     except NotApplicable as exc:
@@ -148,6 +157,9 @@ def _check_where(data: Any, seed: int, access: DataAccess) -> Found:
 
 
 def _check_tokens(data: Any, path: tuple, sizes: Any) -> Found:
+    if data.kind == "text":
+        yield from _check_text(data, path + ("text",), sizes)
+        return
     _, length = data_shape(data, sizes)
     if length > sizes.n_ctx:
         where = path + (("tokens",) if data.kind == "tokens" else ("random_tokens", "length"))
@@ -156,6 +168,61 @@ def _check_tokens(data: Any, path: tuple, sizes: Any) -> Found:
         top = max(max(row) for row in data.tokens)
         if top >= sizes.d_vocab:
             yield path + ("tokens",), f"token id {top} is out of range for d_vocab {sizes.d_vocab}"
+
+
+def _check_text(data: Any, path: tuple, sizes: Any) -> Found:
+    """Text rows tokenize, by the model's own tokenizer, to rows of one length that fit the model."""
+    if not hasattr(sizes, "tokenizer"):
+        yield path, ("text is tokenized by a pretrained model's tokenizer (model: {pretrained: ...}); this model "
+                     "reads token ids: data: {tokens: [[...]]} or {random_tokens: {...}}")
+        return
+    try:
+        rows = text_tokens(data, sizes)
+    except ValueError as exc:  # the tokenizer cannot be loaded
+        yield path, str(exc)
+        return
+    lengths = [len(r) for r in rows]
+    if len(set(lengths)) > 1:
+        common = max(set(lengths), key=lengths.count)
+        named = range(len(rows)) if len(rows) <= 6 else [i for i, n in enumerate(lengths) if n != common]
+        listed = ", ".join(f"row {i} ({_short(data.text[i])}) has {lengths[i]}" for i in list(named)[:6])
+        more = f", and {len(named) - 6} more" if len(named) > 6 else ""
+        most = "" if len(rows) <= 6 else f"most rows have {common}; "
+        yield path, (f"every row must tokenize to the same number of tokens, BOS included (runner does not pad): "
+                     f"{most}{listed}{more}")
+        return
+    if lengths[0] > sizes.n_ctx:
+        yield path, f"rows of {lengths[0]} tokens exceed the model's context n_ctx={sizes.n_ctx}"
+    top = max(max(r) for r in rows)
+    if top >= sizes.d_vocab:
+        yield path, f"the tokenizer gives token id {top}, out of range for the model's d_vocab {sizes.d_vocab}"
+
+
+def _short(text: str, width: int = 40) -> str:
+    return repr(text if len(text) <= width else text[:width - 1] + "…")
+
+
+def _check_strings(strings: list[str], path: tuple, sizes: Any) -> Found:
+    """Each string of a metric's pair is one token of the model's tokenizer."""
+    if not hasattr(sizes, "tokenizer"):
+        yield path, ("strings name tokens by their text, which needs a pretrained model's tokenizer "
+                     "(model: {pretrained: ...}); give this model token ids: tokens: [a, b]")
+        return
+    from runner.models.pretrained import token_of
+
+    try:
+        tok = sizes.tokenizer()
+    except ValueError as exc:
+        yield path, str(exc)
+        return
+    for j, text in enumerate(strings):
+        try:
+            token = token_of(tok, text)
+        except ValueError as exc:
+            yield path + (j,), f"{exc}: the pair is compared token against token (a leading space is part of a token)"
+            continue
+        if token >= sizes.d_vocab:
+            yield path + (j,), f"{text!r} is token id {token}, out of range for the model's d_vocab {sizes.d_vocab}"
 
 
 def _check_source(source: Any, spec: Any, sizes: Any, access: DataAccess) -> Found:

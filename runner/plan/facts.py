@@ -18,9 +18,10 @@ from runner.spec import resolve_path
 
 
 def model_sizes(source: Any, base_dir: str | Path) -> ModelSizes:
-    """The sizes of a spec's model (a transformer config, or a checkpoint's config.json; no weights are read).
+    """The sizes of a spec's model (a transformer config, or a checkpoint's or pretrained model's config.json; no
+    weights are read).
 
-    Raises ``CheckpointError`` (a ValueError) for a missing or corrupt checkpoint.
+    Raises ``CheckpointError`` or ``PretrainedError`` (ValueErrors) for a missing or corrupt model.
     """
     if source.kind == "transformer":
         c = source.transformer
@@ -30,13 +31,42 @@ def model_sizes(source: Any, base_dir: str | Path) -> ModelSizes:
         from runner.models.checkpoint import read_config
 
         return ModelSizes.of_agent(read_config(resolve_path(source.checkpoint, base_dir))["config"])
+    if source.kind == "pretrained":
+        from runner.models.pretrained import read_sizes
+
+        return read_sizes(pretrained_folder(source, base_dir), source.pretrained)
     raise ValueError(f"a {source.kind} model source names several models: the plan expands it into checkpoints")
 
 
+def pretrained_folder(source: Any, base_dir: str | Path, weights: bool = False) -> Path:
+    """The local folder of a pretrained model source: its own folder, or a hub snapshot (see ``models.pretrained``).
+
+    Raises ``PretrainedError`` (a ValueError) saying why there is none. With ``weights`` the snapshot must hold them.
+    """
+    from runner.models.pretrained import locate
+
+    return locate(source.pretrained, resolve_path(source.pretrained, base_dir), weights)
+
+
+def text_tokens(data: Any, sizes: ModelSizes) -> list[list[int]]:
+    """Token ids of each row of a text source, by the pretrained model's tokenizer (rows may differ in length)."""
+    if not hasattr(sizes, "tokenizer"):
+        raise ValueError("text is tokenized by a pretrained model's tokenizer; this model reads token ids")
+    from runner.models.pretrained import encode
+
+    return encode(sizes.tokenizer(), data.text)
+
+
 def data_shape(data: Any, sizes: ModelSizes) -> tuple[int | None, int]:
-    """(batch, length) of what the model reads; agents read windows of their own length (batch: one per step)."""
+    """(batch, length) of what the model reads; agents read windows of their own length (batch: one per step).
+
+    Text rows that tokenize to different lengths give the longest (the checks refuse them).
+    """
     if data.kind == "tokens":
         return len(data.tokens), len(data.tokens[0])
+    if data.kind == "text":
+        rows = text_tokens(data, sizes)
+        return len(rows), max(len(r) for r in rows)
     if data.kind == "random_tokens":
         return data.random_tokens.batch, data.random_tokens.length
     return None, sizes.n_ctx
@@ -58,10 +88,13 @@ def trajectories(data: Any, base_dir: str | Path, default_seed: int, only_cached
                           only_cached=only_cached)
 
 
-def token_array(data: Any, d_vocab: int, default_seed: int) -> np.ndarray:
-    """Token ids [batch, length] int64 of a tokens or random_tokens source (numpy-seeded, so portable)."""
+def token_array(data: Any, d_vocab: int, default_seed: int, sizes: ModelSizes | None = None) -> np.ndarray:
+    """Token ids [batch, length] int64 of a tokens, random_tokens (numpy-seeded, so portable) or text source
+    (text: tokenized by the pretrained model ``sizes`` describes)."""
     if data.kind == "tokens":
         return np.asarray(data.tokens, dtype=np.int64)
+    if data.kind == "text":
+        return np.asarray(text_tokens(data, sizes), dtype=np.int64)
     opts = data.random_tokens
     rng = np.random.default_rng(default_seed if opts.seed is None else opts.seed)
     return rng.integers(0, d_vocab, size=(opts.batch, opts.length), dtype=np.int64)
@@ -86,7 +119,8 @@ def sample_coords(spec: Any, base_dir: str | Path) -> dict[str, np.ndarray]:
                 "sample_env_seed": traj.env_seeds[episode].astype(np.int64),
                 "sample_mission": traj.missions[episode].astype(object),
                 "sample_action": np.array(ACTIONS, dtype=object)[traj.actions[steps].astype(np.int64)]}
-    tokens = token_array(data, model_sizes(spec.model, base_dir).d_vocab, spec.seed)
+    sizes = model_sizes(spec.model, base_dir)
+    tokens = token_array(data, sizes.d_vocab, spec.seed, sizes)
     return {"sample_sequence": np.arange(len(tokens)), "sample_last_token": tokens[:, -1]}
 
 
@@ -105,6 +139,13 @@ def inputs_read(spec: Any, base_dir: str | Path) -> tuple[dict[str, str], dict[s
     if spec.kind == "intervene" and spec.model.kind == "checkpoint":
         folder = resolve_path(spec.model.checkpoint, base_dir)
         paths += [folder / "config.json", folder / "model.safetensors"]
+    if spec.kind == "intervene" and spec.model.kind == "pretrained":
+        from runner.models.pretrained import model_files
+
+        try:
+            paths += model_files(pretrained_folder(spec.model, base_dir))
+        except ValueError:  # no such model: the checks say so
+            pass
     for data in _data_sources(spec):
         if data.kind == "file":
             paths.append(resolve_path(data.file, base_dir))

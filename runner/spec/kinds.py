@@ -99,9 +99,10 @@ class Spec(SpecBase):
     """kind: intervene — run a model on data, optionally intervened on, and measure."""
 
     kind: Literal["intervene"] = Field("intervene", description="intervene: run a model and measure.")
-    model: ModelSource = Field(description="Exactly one model source: transformer | checkpoint | run.")
+    model: ModelSource = Field(description="Exactly one model source: transformer | checkpoint | pretrained | run.")
     data: DataSource = Field(description="Exactly one data source, what the model reads: tokens | random_tokens "
-                                         "(token models) | trajectories | file (agents).")
+                                         "(token models) | text (pretrained models) | trajectories | file "
+                                         "(agents).")
     intervention: Intervention | None = Field(None, description="steer | scale | ablate | patch, told apart by kind; "
                                                                 "absent: a plain run of the model.")
     metrics: list[metric_union()] = Field(default_factory=default_metrics, min_length=1,  # type: ignore[valid-type]

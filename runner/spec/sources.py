@@ -43,7 +43,15 @@ class RunModel(Source):
     run: str = Field(pattern=SLUG, description="Every model of the train run results/<run>/; its grid becomes dims here.")
 
 
-ModelSource = one_of("model", TransformerModel, CheckpointModel, RunModel)
+class PretrainedModel(Source):
+    pretrained: str = Field(min_length=1, description=(
+        "A Hugging Face causal LM, loaded through TransformerLens's TransformerBridge (boot_transformers) with its "
+        "tokenizer: a folder save_pretrained wrote (config.json, *.safetensors, tokenizer files; relative to the "
+        "directory runner starts in), or a hub name (openai-community/gpt2) that is not a folder, read from the "
+        "Hugging Face cache or, where the hub can be reached, downloaded."))
+
+
+ModelSource = one_of("model", TransformerModel, CheckpointModel, PretrainedModel, RunModel)
 
 
 # ---------------------------------------------------------------- data
@@ -77,6 +85,13 @@ class TokensData(Data):
         if len({len(r) for r in rows}) > 1:
             raise ValueError(f"all rows must have the same length, got lengths {sorted({len(r) for r in rows})}")
         return rows
+
+
+class TextData(Data):
+    text: list[Annotated[str, Field(min_length=1)]] = Field(
+        min_length=1, description="Pretrained models: strings, one per sample, tokenized by the model's tokenizer "
+                                  "with BOS first (as TransformerLens's to_tokens); every row must come to the same "
+                                  "number of tokens (nothing is padded).")
 
 
 class RandomTokensOptions(Strict):
@@ -143,9 +158,9 @@ class FileData(Data):
     agent_data: ClassVar[bool] = True
 
 
-DataSource = one_of("data", TokensData, RandomTokensData, TrajectoryData, FileData)
+DataSource = one_of("data", TokensData, RandomTokensData, TextData, TrajectoryData, FileData)
 AgentData = one_of("data", TrajectoryData, FileData)
 
-__all__ = ["TransformerConfig", "TransformerModel", "CheckpointModel", "RunModel", "Data", "TokensData",
-           "RandomTokensOptions", "RandomTokensData", "Where", "TrajectoryOptions", "TrajectoryData", "FileData",
-           "ModelSource", "DataSource", "AgentData"]
+__all__ = ["TransformerConfig", "TransformerModel", "CheckpointModel", "PretrainedModel", "RunModel", "Data",
+           "TokensData", "TextData", "RandomTokensOptions", "RandomTokensData", "Where", "TrajectoryOptions",
+           "TrajectoryData", "FileData", "ModelSource", "DataSource", "AgentData"]
