@@ -203,6 +203,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     plan = compile_plan(args.spec, out=args.out)
     from runner.execute.driver import execute
+    from runner.results.table import evaluation
 
     log = run_log(args.argv, args.executor or plan.spec.execution.executor)  # written once the folder is ready
     detail(plan.describe())
@@ -215,8 +216,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     say(f"wrote {outcome.folder.result_file}  ({counts})", stdout=True)
     for line in undefined_counts(outcome.dataset):
         say(f"  {line}", stdout=True)
-    if "success" in outcome.dataset and "random_success" in outcome.dataset:
-        _print_training_summary(outcome.dataset, plan)
+    for line in evaluation(outcome.dataset):  # a train run: each agent's success, and over seeds
+        say(f"  {line}", stdout=True)
     if outcome.failed:
         say(f"{len(outcome.failed)} of {total} points failed:", level=ERROR)
         for coords, message in outcome.failed[:20]:
@@ -236,7 +237,7 @@ def undefined_counts(ds) -> list[str]:
     lines = []
     for name, var in ds.data_vars.items():
         if "undefined" in var.attrs:
-            counted = ok.broadcast_like(var)
+            counted = ok.any(dim=[d for d in ok.dims if d not in var.dims]).broadcast_like(var)  # vector_cosine
             n = int((np.isnan(var) & counted).sum())
             if n == 0 and name.endswith("_sem"):  # a spread defined everywhere is the usual case: no news
                 continue
@@ -244,23 +245,11 @@ def undefined_counts(ds) -> list[str]:
     return lines
 
 
-def _print_training_summary(ds, plan) -> None:
-    """Success of each trained agent on the evaluation seeds, beside a random policy's."""
-    success = ds["success"].mean("episode")
-    random = ds["random_success"].mean("episode")
-    for index in range(len(plan)):
-        coords = plan.coords_of(index)
-        where = {k: v for k, v in coords.items() if k in success.dims}
-        label = ", ".join(f"{k}={v}" for k, v in coords.items()) or plan.spec.name
-        say(f"  {label}: success {float(success.sel(where)):.1%} over {ds.sizes['episode']} unseen episodes "
-            f"(random policy {float(random.sel(where)):.1%})", stdout=True)
-
-
 def cmd_show(args: argparse.Namespace) -> int:
     import numpy as np
 
     from runner.results.load import load, result_path
-    from runner.results.table import choose, extremes, table
+    from runner.results.table import choose, evaluation, extremes, table
 
     ds, path = load(args.run), result_path(args.run)
     var = choose(ds, args.var, _spec_text(path.parent / "spec.yaml"))  # a wrong --var is refused before printing
@@ -280,6 +269,8 @@ def cmd_show(args: argparse.Namespace) -> int:
               f"{np.asarray(ds['error'].values)[failed].ravel()[0]}")
     if var is not None:
         print("\n" + "\n".join(filter(None, [table(ds, var), extremes(ds, var)])))
+    if evaluation(ds):
+        print("\nevaluation:\n" + "\n".join(f"  {line}" for line in evaluation(ds)))
     return 0
 
 

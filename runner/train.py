@@ -3,8 +3,10 @@ collect demonstrations, build the agent, then loop (sample windows, step, log), 
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -37,8 +39,32 @@ def train_point(spec: TrainSpec, point_seed: int, base_dir: str, device: str = "
                 label: str = "") -> tuple[xr.Dataset, Agent]:
     """Train one agent; returns (loss over step and evaluation over episode, the trained agent).
 
-    Says a progress line (stderr) every ~10 s (step, loss, rate) tagged with ``label``.
+    Says a progress line (stderr) every ~10 s (step, loss, rate) tagged with ``label``. Deterministic on a
+    given machine: the same spec, seed and torch thread count give a bit-identical agent (seeded init and
+    data order, torch's deterministic algorithms); other thread counts or CPUs change the last bits.
     """
+    with _deterministic():
+        return _train(spec, point_seed, base_dir, device, label)
+
+
+def training_record(point_seed: int, device: str) -> dict[str, Any]:
+    """What a checkpoint was trained with, beyond its spec: what bit-identity needs (saved in config.json)."""
+    return {"seed": point_seed, "torch_threads": torch.get_num_threads(), "device": device,
+            "torch": torch.__version__}
+
+
+@contextlib.contextmanager
+def _deterministic() -> Iterator[None]:
+    """torch's deterministic algorithms for the block (warn only where an op has none), as they were after."""
+    before, warn = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before, warn_only=warn)
+
+
+def _train(spec: TrainSpec, point_seed: int, base_dir: str, device: str, label: str) -> tuple[xr.Dataset, Agent]:
     torch.manual_seed(point_seed)
     rng = np.random.default_rng(point_seed)
     traj = trajectories(spec.data, base_dir, spec.seed)

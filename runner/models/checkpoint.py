@@ -96,12 +96,17 @@ def read_config(folder: str | Path) -> dict[str, Any]:
     return data
 
 
-def checkpoint_files(agent: Any) -> dict[str, bytes]:
-    """An agent's checkpoint as file name -> bytes (a Ray worker returns these; the driver writes them)."""
+def checkpoint_files(agent: Any, trained: dict[str, Any] | None = None) -> dict[str, bytes]:
+    """An agent's checkpoint as file name -> bytes (a Ray worker returns these; the driver writes them).
+
+    ``trained``: how it was trained (seed, torch thread count, device, torch version), kept in config.json
+    beside the config: the same spec gives a bit-identical checkpoint only with the same of these.
+    """
     from safetensors.torch import save
 
     state = {k: v.detach().contiguous().cpu() for k, v in agent.state_dict().items()}
-    config = json.dumps({"format": FORMAT, "config": agent.config.to_json()}, indent=2, sort_keys=True)
+    record = {"format": FORMAT, "config": agent.config.to_json()} | ({"trained": trained} if trained else {})
+    config = json.dumps(record, indent=2, sort_keys=True)
     return {WEIGHTS: save(state), CONFIG: config.encode()}
 
 

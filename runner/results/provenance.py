@@ -81,6 +81,7 @@ def provenance(plan: Any, executor: str, device: str) -> dict[str, str]:
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "executor": executor,
         "device": device,
+        "torch_threads": plan.spec.execution.cpus_per_task,   # numerics differ across thread counts and machines
         "sweep_dims": json_attr(plan.dims),
     }
     for package in PACKAGES:

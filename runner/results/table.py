@@ -225,3 +225,43 @@ def _aligned(rows: list[list[str]]) -> list[str]:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return ["  ".join([r[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(r[1:], widths[1:])]).rstrip()
             for r in rows]
+
+
+def evaluation(ds: Any) -> list[str]:
+    """Each trained agent's closed-loop success beside a random policy's on the same unseen episodes and, for
+    a sweep over ``seed``, the mean ± standard deviation over its training seeds (the figure a claim quotes).
+
+    >>> import xarray as xr
+    >>> ds = xr.Dataset({"success": (("seed", "episode"), [[1.0, 1.0], [1.0, 0.0]]),
+    ...                  "random_success": (("seed", "episode"), [[0.0, 1.0], [0.0, 0.0]])},
+    ...                 coords={"seed": [0, 1]})
+    >>> print("\\n".join(evaluation(ds)))
+    seed=0: success 100.0% over 2 unseen episodes (random policy 50.0%)
+    seed=1: success 50.0% over 2 unseen episodes (random policy 0.0%)
+    over 2 seeds: success 75.0% ± 35.4% (s.d.; min 50.0%, max 100.0%), random policy 25.0%
+    """
+    if "success" not in ds or "random_success" not in ds or "episode" not in ds["success"].dims:
+        return []
+    success, random = (ds[v].where(ds["status"] == "ok") if "status" in ds else ds[v]
+                       for v in ("success", "random_success"))
+    success, random = success.mean("episode"), random.mean("episode")
+    n, name = ds.sizes["episode"], ds.attrs.get("name", "the agent")
+    lines = []
+    for at in _cells(success):
+        label = ", ".join(f"{d}={v}" for d, v in at.items()) or name
+        lines.append(f"{label}: success {float(success.sel(at)):.1%} over {n} unseen episodes "
+                     f"(random policy {float(random.sel(at)):.1%})")
+    if "seed" in success.dims and success.sizes["seed"] > 1:
+        rest = success.isel(seed=0, drop=True)
+        for at in _cells(rest):
+            s, r = success.sel(at), random.sel(at)
+            label = "".join(f", {d}={v}" for d, v in at.items())
+            lines.append(f"over {int(s.count())} seeds{label}: success {float(s.mean()):.1%} ± "
+                         f"{float(s.std(ddof=1)):.1%} (s.d.; min {float(s.min()):.1%}, max {float(s.max()):.1%}), "
+                         f"random policy {float(r.mean()):.1%}")
+    return lines
+
+
+def _cells(da: Any) -> list[dict[str, Any]]:
+    """Every combination of ``da``'s coordinate values, as sel() keywords, in order."""
+    return [dict(zip(da.dims, values)) for values in itertools.product(*(da[d].values.tolist() for d in da.dims))]
