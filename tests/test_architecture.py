@@ -135,6 +135,8 @@ OPTIONS = {"logit_diff": {"tokens": [1, 2]}, "attention": {"heads": [[0, 1], [1,
            "rollout": {"episodes": 2, "max_steps": 4}, "logit_lens": {"positions": "all"},
            "dla": {"tokens": [1, 2]}}
 AGENT_OPTIONS = {"logit_diff": {"actions": ["left", "right"]}, "dla": {"actions": ["left", "right"]}}
+STEERED = {"direction"}   # metrics of a steer's vector: measured under a steer, not the patch
+STEER = "{kind: steer, layer: 1, vector: {random: {seed: 0}}}"
 
 
 @pytest.fixture(scope="module")
@@ -165,13 +167,15 @@ def test_every_metric_produces_the_dims_it_declares(project, untrained_agent, re
                    "{same: {target_return: 0.2}}"),
     }
     for family, (model, data, source) in sources.items():
-        for closed_loop in (False, True):
-            chosen = [k for k in kinds[family] if REGISTRY[k].model.closed_loop == closed_loop]
+        for closed_loop, steered in ((False, False), (True, False), (False, True)):
+            chosen = [k for k in kinds[family] if REGISTRY[k].model.closed_loop == closed_loop
+                      and (k in STEERED) == steered]
             if not chosen:
                 continue
-            iv = "{kind: scale, layer: 1}" if closed_loop else f"{{kind: patch, layer: 1, source: {source}}}"
+            iv = ("{kind: scale, layer: 1}" if closed_loop else STEER if steered
+                  else f"{{kind: patch, layer: 1, source: {source}}}")
             metrics = json.dumps([entry(k, family == "agents", reduce) for k in chosen])
-            name = f"{family}-{closed_loop}-{reduce}".lower()
+            name = f"{family}-{closed_loop}-{steered}-{reduce}".lower()
             ds = runner.run(write_spec(project, f"""\
                 name: {name}
                 model: {model}

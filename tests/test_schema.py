@@ -122,7 +122,7 @@ def test_the_reference_lists_every_intervention_and_metric_with_its_variables():
         assert f"\n### {kind}\n" in text
     for kind, registered in REGISTRY.items():
         section = text.split(f"\n### {kind}\n")[1].split("\n### ")[0]
-        assert all(f"| `{name}` | {', '.join(var.dims)} |" in section for name, var in registered.model.variables.items())
+        assert all(f"| `{name}` | {', '.join(var.dims) or 'scalar'} |" in section for name, var in registered.model.variables.items())
     assert "- `coefficient` (number; default `1.0`): How much of the intervention" in text
 
 

@@ -152,7 +152,9 @@ def _prepare(plan: Plan, folder: RunFolder, fresh: bool, log, ready) -> None:
 
 
 def _finish(merger: Any, kind: str, plan: Plan, folder: RunFolder) -> Outcome:
-    dataset = merger.dataset(kind)
+    from runner.metrics.direction import with_vector_cosine
+
+    dataset = with_vector_cosine(merger.dataset(kind), getattr(plan.spec, "metrics", []), folder.vectors_dir)
     write_netcdf(dataset, folder.result_file)
     return _outcome(dataset, plan, folder)
 

@@ -25,6 +25,7 @@ import torch
 
 from runner import interventions, metrics
 from runner.envs.actions import ACTIONS
+from runner.execute import attribution
 from runner.execute.fold import MAX_TOKENS, chunks, folded_pass, kv_names
 from runner.execute.inputs import batch_size, load_model, make_inputs, stack
 from runner.execute.records import Record, Records
@@ -150,6 +151,7 @@ def _start(points: list[Any], base_dir: str, device: str) -> Group:
     readouts = metrics.reads([m for p in points for m in p.spec.metrics], sizes.n_layers)
     sequences = reads_all_positions([m for p in points for m in p.spec.metrics], sizes.n_layers)
     names = {s.name for s in sites} | {f"blocks.{s.layer}.hook_resid_pre" for s in sites if s.layer is not None}
+    names |= set().union(*(interventions.extra_sites(iv, sizes) for iv in ivs))  # what builders read (path_patch)
     reuse = reuses_prefix(model) and any(iv.position != "all" for iv in ivs)
     if reuse:  # the clean keys and values of the positions before an edit, at every layer it reaches
         names |= set().union(*(kv_names(s.layer, sizes.n_layers) for s in sites if s.layer is not None))
@@ -199,7 +201,8 @@ def _measure_group(group: Group, points: list[Any], records: Records, files: dic
         try:
             patch = p.spec.intervention if any(m.kind == "restored_fraction" for m in p.spec.metrics) else None
             source = group.other_run(patch.source, variant, None) if patch is not None else None
-            reading = metrics.Reading(variant.logits, logits, source, seen, group.model, group.sizes.agent, sequences)
+            reading = metrics.Reading(variant.logits, logits, source, seen, group.model, group.sizes.agent, sequences,
+                                      edit, variant.cache.get(edit.site) if edit is not None else None)
             result = metrics.measure(p.spec.metrics, reading)
             loop = metrics.Loop(group.model, [interventions.hook(edit)] if edit else [], p.spec.data.target_return,
                                 group.device)
@@ -214,8 +217,10 @@ def _measure_group(group: Group, points: list[Any], records: Records, files: dic
 def _forward(group: Group, prepared: list, records: Records) -> Iterator[tuple[tuple, torch.Tensor, dict, dict]]:
     """Yield (prepared point, last-position logits, readouts, every-position readouts), folding edited points into
     few passes."""
+    estimates = [item for item in prepared if attribution.wanted(item[0])]
+    yield from attribution.estimated(estimates, group, records)  # attribution patching: no patched passes
     by_start: dict[int | None, list] = defaultdict(list)
-    for item in prepared:
+    for item in (item for item in prepared if not attribution.wanted(item[0])):
         _, variant, edit = item
         if edit is None or edit.changes_nothing:  # the clean run is its result: bit for bit, nothing to compute
             yield item, variant.logits, _last(variant.cache, group.readouts), _every(variant.cache, group.sequences)

@@ -4,6 +4,7 @@
     scale   d = x                                   (x becomes (1 + c)·x)
     ablate  d = r − x, r = 0 | the mean over samples | another sample's (resample)
     patch   d = x_source − x
+    path_patch  d = x_path − x, x_path the receiver's input with only the sender's path patched (``paths``)
 
 A builder returns d as data (``offset``, ``gain``; see ``edit``); ``prepare``
 adds the address and the coefficient to make the point's ``Edit``, which the
@@ -23,6 +24,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from runner.interventions import paths
 from runner.interventions.edit import Edit, apply, region
 from runner.interventions.vectors import steering_vector
 from runner.models.sites import Site, position_indices, resolve_site
@@ -52,12 +54,20 @@ def patch(iv: Any, site: Site, index: tuple, ctx: Any) -> tuple[torch.Tensor, fl
     return ctx.activation_of(iv.source, site.name)[index], -1.0
 
 
-BUILDERS: dict[str, Builder] = {"steer": steer, "scale": scale, "ablate": ablate, "patch": patch}
+BUILDERS: dict[str, Builder] = {"steer": steer, "scale": scale, "ablate": ablate, "patch": patch,
+                                 "path_patch": paths.path_patch}
 
 
 def site_of(iv: Any, sizes: Any) -> Site:
     """The hook an intervention addresses."""
+    if iv.kind == "path_patch":  # addressed by its receiver (see ``paths``)
+        return paths.receiver_site(iv, sizes)
     return resolve_site(iv.hook, iv.layer, sizes)
+
+
+def extra_sites(iv: Any, sizes: Any) -> set[str]:
+    """Hooks a builder reads in the clean (and source) run beyond the site and its block's input."""
+    return paths.sites(iv, sizes) if iv.kind == "path_patch" else set()
 
 
 def prepare(iv: Any, ctx: Any) -> Edit | None:
@@ -66,8 +76,9 @@ def prepare(iv: Any, ctx: Any) -> Edit | None:
         return None
     site = site_of(iv, ctx.sizes)
     positions = position_indices(iv.position, ctx.length, ctx.sizes.roles)
-    offset, gain = BUILDERS[iv.kind](iv, site, region(site.short, iv.head, positions), ctx)
-    return Edit(site.name, site.layer, site.short, iv.head, None if positions is None else tuple(positions),
+    head = paths.receiver_head(iv) if iv.kind == "path_patch" else iv.head
+    offset, gain = BUILDERS[iv.kind](iv, site, region(site.short, head, positions), ctx)
+    return Edit(site.name, site.layer, site.short, head, None if positions is None else tuple(positions),
                 iv.coefficient, offset, gain)
 
 
@@ -76,4 +87,4 @@ def hook(edit: Edit) -> tuple[str, Callable]:
     return edit.site, lambda x, hook: apply(edit, x)
 
 
-__all__ = ["BUILDERS", "Edit", "apply", "hook", "prepare", "region", "site_of"]
+__all__ = ["BUILDERS", "Edit", "apply", "extra_sites", "hook", "prepare", "region", "site_of"]

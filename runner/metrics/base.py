@@ -61,6 +61,8 @@ class Metric(BaseModel):
     families: ClassVar[tuple[str, ...]] = FAMILIES          # which models it measures
     closed_loop: ClassVar[bool] = False                     # plays episodes instead of reading a forward pass
     reduces_itself: ClassVar[bool] = False                  # its function applies reduce: mean itself
+    attributable: ClassVar[bool] = False                    # reads only r.out (and the baselines), linearly:
+                                                            # attribution patching can estimate it
 
     def declared(self) -> dict[str, Variable]:
         """The variables it produces with these options: ``variables``, unless an option adds a dim."""
@@ -143,6 +145,8 @@ class Reading:
     model: Any = None
     agent: bool = False
     sequences: dict[str, Any] | None = None  # ... at every position (see Metric.reads_all_positions)
+    edit: Any = None                    # the point's Edit (a steer's vector is its offset)
+    clean_site: Any = None              # the clean activation at the edited site, every position
 
 
 @dataclass

@@ -15,6 +15,7 @@ class Logits(Metric):
     kind: Literal["logits"]
     variables = {"logits": Variable(("sample", "vocab"), "logits at the last position")}
     families = ("tokens",)
+    attributable = True
 
 
 @register(Logits)
@@ -41,6 +42,7 @@ class ActionLogits(Metric):
     kind: Literal["action_logits"]
     variables = {"action_logits": Variable(("sample", "vocab"), "logits of the current action")}
     families = ("agents",)
+    attributable = True
 
 
 @register(ActionLogits)
@@ -117,6 +119,7 @@ class LogitDiff(TwoChoices):
 
     kind: Literal["logit_diff"]
     variables = {"logit_diff": Variable(("sample",))}
+    attributable = True
     model_config = ConfigDict(json_schema_extra={"oneOf": [{"required": ["tokens"]}, {"required": ["actions"]},
                                                            {"required": ["strings"]}]})
 

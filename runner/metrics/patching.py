@@ -19,6 +19,7 @@ class RestoredFraction(TwoChoices):
     variables = {"restored_fraction": Variable(("sample",), undefined=UNDEFINED), "restored_clean": Variable(("sample",)),
                  "restored_source": Variable(("sample",))}
     reduces_itself = True
+    attributable = True
 
     def attrs(self, name: str) -> dict[str, str]:
         pair = self.choice_ids() is not None
@@ -37,8 +38,8 @@ class RestoredFraction(TwoChoices):
 
     def problems(self, sizes: Any, intervention: Any) -> Iterator[str]:
         yield from super().problems(sizes, intervention)
-        if intervention is None or intervention.kind != "patch":
-            yield "restored_fraction measures a patch: it needs intervention kind: patch"
+        if intervention is None or intervention.kind not in ("patch", "path_patch"):
+            yield "restored_fraction measures a patch: it needs intervention kind: patch (or path_patch)"
 
 
 @register(RestoredFraction)

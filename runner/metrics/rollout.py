@@ -44,7 +44,7 @@ class Rollout(Metric):
 
     def problems(self, sizes: Any, intervention: Any) -> Iterator[str]:
         kind = intervention.kind if intervention is not None else None
-        if kind == "patch" or (kind == "ablate" and intervention.method == "resample"):
+        if kind in ("patch", "path_patch") or (kind == "ablate" and intervention.method == "resample"):
             yield ("a rollout plays new episodes, so a per-sample reference (patch source, resample) has no sample to "
                    "pair with; use steer, scale, or ablate zero / mean")
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from runner.metrics import family_problem
 from runner.models.sites import HEAD_HOOKS, NotApplicable, SiteError, position_indices, resolve_site
+from runner.plan.attribution import attribution_problems
 from runner.plan.facts import data_shape, model_sizes, text_tokens, trajectories
 from runner.spec import resolve_path
 
@@ -80,6 +81,7 @@ def check_point(spec: Any, access: DataAccess) -> Found:
             return
     if spec.intervention is not None:
         yield from _check_intervention(spec.intervention, spec, sizes, access)
+        yield from attribution_problems(spec.intervention, spec.metrics, sizes)
     for i, metric in enumerate(spec.metrics):
         problem = family_problem(metric, sizes.agent)
         yield from ((("metrics", i), message) for message in ([problem] if problem else []))
@@ -90,6 +92,12 @@ def check_point(spec: Any, access: DataAccess) -> Found:
 
 def _check_intervention(iv: Any, spec: Any, sizes: Any, access: DataAccess) -> Found:
     """The address exists in the model (hook, layer, head, position) and the kind's own inputs fit."""
+    if iv.kind == "path_patch":  # addressed by a sender and a receiver, not a hook
+        from runner.plan.path_checks import check_path
+
+        yield from check_path(iv, spec, sizes, Inapplicable)
+        yield from _check_source(iv.source, spec, sizes, access)
+        return
     try:
         site = resolve_site(iv.hook, iv.layer, sizes)
     except SiteError as exc:

@@ -177,7 +177,7 @@ def _data_sources(spec: Any) -> list[Any]:
     """Every data source a spec reads: its data, a patch source, the sides of a contrast."""
     sources = [spec.data]
     iv = getattr(spec, "intervention", None)
-    if iv is not None and iv.kind == "patch":
+    if iv is not None and iv.kind in ("patch", "path_patch"):
         sources.append(iv.source)
     for vector in vector_sources(spec):
         if vector.kind == "contrast":

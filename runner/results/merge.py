@@ -121,6 +121,10 @@ class Merger:
                 values = list(m.values)
                 if m.path == ("intervention", "position") and any(isinstance(v, dict) for v in values):
                     values = [_position_label(v, roles) for v in values]
+                elif m.path in (("intervention", "sender"), ("intervention", "receiver")):  # path_patch
+                    from runner.plan.path_checks import component_label
+
+                    values = [component_label(v, m.path[-1] == "receiver") for v in values]
                 out = out.assign_coords({m.name: (axis.dim, coord_values(values))})
         if "vector_id" in out:
             out = out.set_coords("vector_id")

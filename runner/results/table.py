@@ -109,12 +109,15 @@ def summarize(ds: Any, var: str) -> Summary:
     """``var`` averaged over every dim but the sweep's, with its sem where the result has one."""
     dims = sweep_dims(ds)
     da = ds[var]
+    whole = not set(dims) <= set(da.dims)  # a variable of the run, not of each point (vector_cosine): its own dims
+    dims = list(da.dims) if whole else dims
     extra = [d for d in da.dims if d not in dims]
     values = da.mean(extra) if extra else da
     sem = ds.get(f"{var}_sem")
     if sem is not None and set(sem.dims) != set(dims):
         sem = None  # a spread over a dim the table averages says nothing of the average
-    status = ds["status"].transpose(*dims).values if "status" in ds else np.full(values.shape, "ok", dtype=object)
+    status = (ds["status"].transpose(*dims).values if "status" in ds and not whole
+              else np.full(values.shape, "ok", dtype=object))
     finite = values.values[np.isfinite(values.values)]
     percent = any(w in var for w in PERCENT_WORDS) and finite.size > 0 and finite.min() >= 0 and finite.max() <= 1
     return Summary(var, dims, values.transpose(*dims), sem.transpose(*dims) if sem is not None else None,

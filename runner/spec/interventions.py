@@ -1,10 +1,12 @@
 """Interventions and their addresses: steer, patch, ablate, scale; steering-vector sources."""
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import (
+    Discriminator,
     Field,
+    Tag,
     model_validator,
 )
 
@@ -190,11 +192,100 @@ class Patch(Addressed):
     kind: Literal["patch"] = Field(description="patch: move the activation towards the source run's.")
     source: PatchSource = Field(description="The inputs whose activations are patched in; same shape as data: "
                                             "tokens, trajectories, or same: {...} (the data, changed).")
+    estimate: Literal["exact", "attribution"] = Field(
+        "exact", description="exact: run the patched model. attribution: attribution patching, the first-order "
+                             "estimate M(clean) + c·Σ grad_x M · (x_source − x) of each metric, the sum over the "
+                             "addressed region (positions, the head's slice), the gradient taken on the clean run: "
+                             "every point of a sweep over layer, position and head from one forward and one "
+                             "backward pass per metric output (logit) per sample batch, in the same dims as exact "
+                             "patching (sweep intervention.estimate: [exact, attribution] to set them side by "
+                             "side). Metrics that are linear in the last position's logits only: logits, "
+                             "action_logits, logit_diff, restored_fraction (its numerator estimated, both "
+                             "baselines run).")
 
 
-Intervention = Annotated[Union[Steer, Scale, Ablate, Patch], Field(discriminator="kind")]
+class Sender(Strict):
+    """The component a path starts at: one head's output (z times its W_O) or one block's MLP output."""
+
+    layer: int = Field(ge=0, description="Block index of the sender (0-based).")
+    head: int | None = Field(None, ge=0, description="A head sender: its index; its write to the residual stream is "
+                                                     "its z times its W_O (no bias).")
+    mlp: bool = Field(False, description="true: the sender is the block's MLP (hook_mlp_out); give no head.")
+
+    @model_validator(mode="after")
+    def _head_or_mlp(self) -> "Sender":
+        if (self.head is None) != self.mlp:
+            raise ValueError("a sender is a head ({layer: L, head: H}) or an MLP ({layer: L, mlp: true}), "
+                             + ("not both" if self.mlp else "give one of head or mlp: true"))
+        return self
+
+
+class Receiver(Strict):
+    """The component a path ends at: a head's query, key or value input, or a block's MLP."""
+
+    layer: int = Field(ge=0, description="Block index of the receiver: after the sender's (an MLP receiver may share "
+                                         "a head sender's block: it reads that block's attention output).")
+    head: int | None = Field(None, ge=0, description="A head receiver: its index (for k and v: its key/value head).")
+    input: Literal["q", "k", "v"] | None = Field(
+        None, description="Which of the head's inputs the path enters: q (default), k or v, recomputed through the "
+                          "block's ln1 and W_Q / W_K / W_V.")
+    mlp: bool = Field(False, description="true: the receiver is the block's MLP, its input (resid_mid, through ln2) "
+                                         "recomputed; give no head.")
+
+    @model_validator(mode="after")
+    def _head_or_mlp(self) -> "Receiver":
+        if (self.head is None) != self.mlp:
+            raise ValueError("a receiver is a head's input ({layer: L, head: H, input: q | k | v}), an MLP "
+                             "({layer: L, mlp: true}) or logits, "
+                             + ("not both" if self.mlp else "give one of head or mlp: true"))
+        if self.mlp and self.input is not None:
+            raise ValueError("input names a head's q, k or v; an MLP receiver reads its block's residual stream")
+        return self
+
+    @property
+    def reads(self) -> str:
+        """What the receiver recomputes: q, k, v or mlp."""
+        return "mlp" if self.mlp else self.input or "q"
+
+
+def _receiver_kind(value: Any) -> str | None:
+    return "logits" if isinstance(value, str) else "component" if isinstance(value, (dict, Receiver)) else None
+
+
+ReceiverChoice = Annotated[  # told apart by shape, so an error names what is wrong with the one meant
+    Union[Annotated[Literal["logits"], Tag("logits")], Annotated[Receiver, Tag("component")]],
+    Discriminator(_receiver_kind, custom_error_type="receiver",
+                  custom_error_message="expected logits, {layer: L, head: H, input: q | k | v} or "
+                                       "{layer: L, mlp: true}"),
+]
+
+
+class PathPatch(Strict):
+    """Path patching: a sender's change from the clean to the source run, carried along one path only."""
+
+    kind: Literal["path_patch"] = Field(
+        description="path_patch: the sender's residual write difference Δ (source run minus clean run) added to the "
+                    "clean residual the receiver reads (entering its block; an MLP: its resid_mid); the receiver's "
+                    "input (a head's q, k or v through ln1, or the MLP's output through ln2) is recomputed from it, "
+                    "every other component kept at the clean run; the point's edit is x + c·(x_path − x) at the "
+                    "receiver (blocks.L.attn.hook_q / k / v, head h; blocks.L.hook_mlp_out), then everything "
+                    "downstream recomputes. receiver: logits adds c·Δ to the final residual (hook_resid_post of the "
+                    "last block, before ln_final).")
+    source: PatchSource = Field(description="The inputs of the source run; same shape as data: tokens, trajectories, "
+                                            "or same: {...} (the data, changed).")
+    sender: Sender = Field(description="{layer, head}: a head's output; {layer, mlp: true}: the block's MLP output.")
+    receiver: ReceiverChoice = Field(
+        description="{layer, head, input: q | k | v}: a later head's query, key or value input; {layer, mlp: true}: "
+                    "a block's MLP; logits: the final residual stream (the sender's direct effect on the output).")
+    position: Position = Field("all", description="The positions at which the sender's difference is carried (all | "
+                                                  "last | an index | a list | agents: a role or {token, timestep}); "
+                                                  "the receiver is changed at those positions only.")
+    coefficient: float = Field(1.0, description="How much of the path: 0 is the clean run, 1 the path-patched run.")
+
+
+Intervention = Annotated[Union[Steer, Scale, Ablate, Patch, PathPatch], Field(discriminator="kind")]
 
 __all__ = ["NormLike", "FileVector", "RandomVectorOptions", "RandomVector", "MissionSelect", "WordSelect", "ViewSelect",
            "ContrastOptions", "ContrastVector", "DirectionOptions", "DirectionVector", "SymbolicPosition",
            "Addressed", "Steer", "Scale", "Ablate", "CellEdit", "SameOptions", "SameData", "Patch", "ContrastSide",
-           "VectorSource", "Position", "PatchSource", "Intervention"]
+           "VectorSource", "Position", "PatchSource", "Sender", "Receiver", "PathPatch", "Intervention"]

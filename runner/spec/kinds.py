@@ -103,8 +103,8 @@ class Spec(SpecBase):
     data: DataSource = Field(description="Exactly one data source, what the model reads: tokens | random_tokens "
                                          "(token models) | text (pretrained models) | trajectories | file "
                                          "(agents).")
-    intervention: Intervention | None = Field(None, description="steer | scale | ablate | patch, told apart by kind; "
-                                                                "absent: a plain run of the model.")
+    intervention: Intervention | None = Field(None, description="steer | scale | ablate | patch | path_patch, told "
+                                                                "apart by kind; absent: a plain run of the model.")
     metrics: list[metric_union()] = Field(default_factory=default_metrics, min_length=1,  # type: ignore[valid-type]
                                           description=metrics_description())
 
