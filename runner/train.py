@@ -17,7 +17,7 @@ from runner.envs.episodes import RandomPolicy, rollout
 from runner.envs.trajectories import Trajectories
 from runner.envs.vocab import tokenize
 from runner.models.agent import Agent, AgentConfig
-from runner.models.policy import AgentPolicy
+from runner.models.policy import AgentPolicy, SampledPolicy
 from runner.models.windows import windows
 from runner.plan.facts import trajectories
 from runner.spec import TrainSpec
@@ -25,13 +25,19 @@ from runner.spec import TrainSpec
 
 def agent_config(spec: TrainSpec, traj: Trajectories, point_seed: int) -> AgentConfig:
     """The agent a train point builds, sized to its data (instruction length, episode length)."""
-    m = spec.model
     mission_length = max(len(tokenize(str(x))) for x in traj.missions)
+    return sized_config(spec, mission_length, int(traj.episode_lengths.max()) + 1, traj.env_id, point_seed)
+
+
+def sized_config(spec: TrainSpec, mission_length: int, longest: int, env_id: str, point_seed: int,
+                 value_head: bool = False) -> AgentConfig:
+    """The agent of a train point: the spec's sizes, its algorithm and layout, and the lengths it must read."""
+    m = spec.model
     return AgentConfig(
-        architecture=m.architecture, n_layers=m.n_layers, d_model=m.d_model, n_heads=m.n_heads, context=m.context,
-        mission_length=mission_length, max_timestep=max(int(traj.episode_lengths.max()) + 1, 256),
-        env_id=traj.env_id, d_mlp=m.d_mlp, act_fn=m.act_fn,
-        init_seed=point_seed if m.init_seed is None else m.init_seed,
+        architecture=spec.layout, n_layers=m.n_layers, d_model=m.d_model, n_heads=m.n_heads, context=m.context,
+        mission_length=mission_length, max_timestep=max(longest, 256), env_id=env_id, d_mlp=m.d_mlp,
+        act_fn=m.act_fn, init_seed=point_seed if m.init_seed is None else m.init_seed, algorithm=spec.trains,
+        value_head=value_head,
     )
 
 
@@ -43,7 +49,7 @@ def train_point(spec: TrainSpec, point_seed: int, base_dir: str, device: str = "
     given machine: the same spec, seed and torch thread count give a bit-identical agent (seeded init and
     data order, torch's deterministic algorithms); other thread counts or CPUs change the last bits.
     """
-    with _deterministic():
+    with deterministic():
         return _train(spec, point_seed, base_dir, device, label)
 
 
@@ -54,7 +60,7 @@ def training_record(point_seed: int, device: str) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def _deterministic() -> Iterator[None]:
+def deterministic() -> Iterator[None]:
     """torch's deterministic algorithms for the block (warn only where an op has none), as they were after."""
     before, warn = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
     torch.use_deterministic_algorithms(True, warn_only=True)
@@ -107,7 +113,7 @@ def _train(spec: TrainSpec, point_seed: int, base_dir: str, device: str, label: 
 def evaluate(agent: Agent, spec: TrainSpec, config: AgentConfig, device: str) -> xr.Dataset:
     """Closed-loop episodes of the trained agent on evaluation seeds, beside a random policy's on the same seeds."""
     ev = spec.eval
-    result = rollout(config.env_id, AgentPolicy(agent, ev.target_return, device), ev.episodes, ev.seed, ev.max_steps)
+    result = rollout(config.env_id, eval_policy(agent, spec, device), ev.episodes, ev.seed, ev.max_steps)
     baseline = rollout(config.env_id, RandomPolicy(ev.seed), ev.episodes, ev.seed, ev.max_steps)
     ds = episode_dataset(result)
     ds["random_success"] = ("episode", baseline["success"].astype(np.float32),
@@ -115,6 +121,14 @@ def evaluate(agent: Agent, spec: TrainSpec, config: AgentConfig, device: str) ->
     ds["random_return"] = ("episode", baseline["return"].astype(np.float32),
                            {"long_name": "a uniformly random policy's return (same env seeds)"})
     return ds
+
+
+def eval_policy(agent: Agent, spec: TrainSpec, device: str) -> AgentPolicy:
+    """How the evaluation plays the agent: greedy, or sampling seeded by each episode's env seed (eval.sampling)."""
+    ev = spec.eval
+    if ev.sampling == "sample":
+        return SampledPolicy(agent, ev.seed, device=device, target_return=ev.target_return)
+    return AgentPolicy(agent, ev.target_return, device)
 
 
 def episode_dataset(result: dict[str, np.ndarray]) -> xr.Dataset:
@@ -136,4 +150,4 @@ def _lr_factor(step: int, warmup: int, total: int) -> float:
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
-__all__ = ["train_point", "evaluate", "episode_dataset"]
+__all__ = ["train_point", "evaluate", "episode_dataset", "agent_config", "sized_config", "deterministic", "eval_policy"]

@@ -12,7 +12,7 @@ import importlib.metadata
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -44,10 +44,13 @@ def cache_key(env_id: str, policy: str, episodes: int, seed: int, max_steps: int
 
 
 def demonstrations(env_id: str, policy: str, episodes: int, seed: int, max_steps: int | None, epsilon: float,
-                   cache_dir: str | Path, only_cached: bool = False) -> Trajectories | None:
+                   cache_dir: str | Path, only_cached: bool = False,
+                   player: Callable[[int], Any] | None = None) -> Trajectories | None:
     """Generated trajectories from the cache, else generated and stored there (None if ``only_cached``).
 
-    A damaged cache file (a disk filled mid-write elsewhere) is generated again and replaced.
+    ``player``, given the first env seed, makes the BatchPolicy that plays (a trained agent); ``policy``
+    then names it in the cache key, and must hold the digest of its weights. A damaged cache file (a disk
+    filled mid-write elsewhere) is generated again and replaced.
     """
     path = Path(cache_dir) / f"{cache_key(env_id, policy, episodes, seed, max_steps, epsilon)}.npz"
     if path.is_file():
@@ -60,7 +63,10 @@ def demonstrations(env_id: str, policy: str, episodes: int, seed: int, max_steps
     # the runner logger shows it on the terminal (unless -q) and keeps it in the run's run.log
     logging.getLogger(__name__).info(f"  generating {episodes} {env_id} episodes with the {policy} policy "
                                      f"(cached in {cache_dir})")
-    demos = generate(env_id, policy, episodes, seed, max_steps, epsilon)
+    if player is not None:
+        demos = play(env_id, player(seed), episodes, seed, max_steps)
+    else:
+        demos = generate(env_id, policy, episodes, seed, max_steps, epsilon)
     demos.save_npz(path)
     return demos
 
@@ -139,6 +145,39 @@ def generate(env_id: str, policy: str, episodes: int, seed: int, max_steps: int 
                                    f"(seeds from {seed}); it cannot solve this level")
             continue
         played.append(ep)
+    return _assemble(env_id, played)
+
+
+def play(env_id: str, policy: Any, episodes: int, seed: int, max_steps: int | None = None) -> Trajectories:
+    """Trajectories of a BatchPolicy (``runner.envs.episodes``; a trained agent) playing all episodes at once.
+
+    Episode e resets its env with seed ``seed + e``; episodes end as in ``generate``.
+    """
+    from runner.envs.make import make_env, quiet
+
+    envs = [make_env(env_id) for _ in range(episodes)]
+    with quiet():
+        first = [env.reset(seed=seed + e)[0] for e, env in enumerate(envs)]
+    limits = [env.max_steps if max_steps is None else min(max_steps, env.max_steps) for env in envs]
+    played = [{"images": [], "directions": [], "actions": [], "rewards": [], "mission": o["mission"],
+               "env_seed": seed + e} for e, o in enumerate(first)]
+    images = np.stack([o["image"] for o in first])
+    directions = np.array([o["direction"] for o in first], dtype=np.int8)
+    rewards, live = np.zeros(episodes, dtype=np.float32), np.ones(episodes, dtype=bool)
+    policy.reset([str(o["mission"]) for o in first])
+    while live.any():
+        actions = policy.act(images, directions, rewards, live.copy())
+        images, directions, rewards = images.copy(), directions.copy(), rewards.copy()
+        for e in np.flatnonzero(live):
+            ep = played[e]
+            ep["images"].append(images[e].copy())
+            ep["directions"].append(directions[e])
+            with quiet():
+                obs, reward, terminated, truncated, _ = envs[e].step(int(actions[e]))
+            ep["actions"].append(int(actions[e]))
+            ep["rewards"].append(reward)
+            images[e], directions[e], rewards[e] = obs["image"], obs["direction"], reward
+            live[e] = not (terminated or truncated or len(ep["actions"]) >= limits[e])
     return _assemble(env_id, played)
 
 

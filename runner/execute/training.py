@@ -11,12 +11,14 @@ def train_points(points: tuple[Any, ...], base_dir: str, device: str, records: R
                  files: dict[str, bytes]) -> None:
     """Train every point into ``records``; each agent's checkpoint goes into ``files``."""
     from runner.models.checkpoint import checkpoint_files
+    from runner.ppo import train_ppo
     from runner.train import train_point, training_record
 
     for point in points:
         try:
             label = point.spec.name + (f" {point_name(point.coords)}" if point.coords else "")
-            ds, agent = train_point(point.spec, point.seed, base_dir, device, label)
+            train = train_ppo if point.spec.trains == "ppo" else train_point
+            ds, agent = train(point.spec, point.seed, base_dir, device, label)
             checkpoint = checkpoint_files(agent, training_record(point.seed, device))
         except Exception:
             records.fail(point)

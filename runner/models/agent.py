@@ -46,6 +46,8 @@ class AgentConfig:
     init_seed: int = 0
     rtg_scale: float = 1.0       # RTG tokens read return / rtg_scale
     words: tuple[str, ...] = field(default_factory=lambda: tuple(WORDS))
+    algorithm: str | None = None  # how it was trained: bc | dt | ppo (None: a checkpoint older than the field)
+    value_head: bool = False     # a critic beside the unembedding (ppo), read from the same state token
 
     @property
     def tokens_per_step(self) -> int:
@@ -132,6 +134,11 @@ class Agent(nn.Module):
                 module.weight.normal_(0.0, 0.02, generator=generator)
         with torch.no_grad():
             self.obs_embed.weight.mul_(OBS_ACTIVE ** -0.5)  # a sum of 148 rows starts as small as one
+        self.value_head = nn.Linear(d, 1) if config.value_head else None  # built last: other weights as without it
+        if self.value_head is not None:
+            with torch.no_grad():
+                self.value_head.weight.normal_(0.0, d ** -0.5, generator=generator)
+                self.value_head.bias.zero_()
 
     # ---------------------------------------------------------------- weights
 
@@ -230,6 +237,21 @@ class Agent(nn.Module):
                  last_only: bool = False) -> torch.Tensor:
         """Action logits at ``positions`` from the residual stream entering block ``layer``."""
         return run_from(self.body, resid, layer, positions, last_only=last_only)
+
+    def policy_and_value(self, inputs: AgentInputs) -> tuple[torch.Tensor, torch.Tensor]:
+        """Action logits [B, 7] and value [B] at the last state token (agents with a value head: ppo).
+
+        The value head reads the residual after ``ln_final``, as the unembedding does; hooks fire as in ``forward``.
+        """
+        if self.value_head is None:
+            raise ValueError(f"this {self.config.algorithm or self.config.architecture} agent has no value head")
+        tokens, times = self.embed(inputs)
+        resid = self.body.embed.hook_out(tokens) + self.body.pos_embed.hook_out(times)
+        for block in self.blocks:
+            out = block(resid)
+            resid = out[0] if isinstance(out, tuple) else out
+        final = self.ln_final(resid[:, -1:])
+        return self.unembed(final)[:, -1], self.value_head(final)[:, -1, 0]
 
     def action_logits(self, inputs: AgentInputs, last_only: bool = False) -> torch.Tensor:
         """Logits of the current step's action (at the last state token), [B, 7].

@@ -40,6 +40,8 @@ class AgentConfigFile(BaseModel):
     init_seed: int = Field(0, ge=0)
     rtg_scale: float = Field(1.0, gt=0)
     words: list[str] = Field(min_length=1, max_length=10000)
+    algorithm: Literal["bc", "dt", "ppo"] | None = None
+    value_head: bool = False
 
     @field_validator("env_id")
     @classmethod

@@ -52,10 +52,36 @@ class AgentPolicy:
         if not torch.isfinite(logits).all():
             raise ValueError("the agent's action logits are not finite: under this intervention it picks no action")
         chosen = np.zeros(len(live), dtype=np.int64)
-        chosen[rows] = logits.argmax(-1).cpu().numpy()
+        chosen[rows] = self.choose(logits, rows)
         self.actions[rows, -1] = chosen[rows]
         self.t[rows] += 1
         return chosen
+
+    def choose(self, logits: torch.Tensor, rows: np.ndarray) -> np.ndarray:
+        """The action of each live episode ``rows`` from its logits [len(rows), 7]: the most probable."""
+        return logits.argmax(-1).cpu().numpy()
+
+
+class SampledPolicy(AgentPolicy):
+    """Plays an agent drawing each action from softmax(logits / temperature) (a demonstrator whose returns spread).
+
+    Episode e's draws come from its own generator, seeded by ``seed + e`` (the rollout's env seed): a smaller
+    run is a prefix of a larger one, as with the bot.
+    """
+
+    def __init__(self, agent: Any, seed: int, temperature: float = 1.0, device: str = "cpu",
+                 target_return: float | None = None):
+        super().__init__(agent, target_return, device)
+        self.seed, self.temperature = seed, float(temperature)
+
+    def reset(self, missions: list[str]) -> None:
+        super().reset(missions)
+        self.rngs = [np.random.default_rng([self.seed + e, 0x5A3B1E]) for e in range(len(missions))]
+
+    def choose(self, logits: torch.Tensor, rows: np.ndarray) -> np.ndarray:
+        probs = torch.softmax(logits.double() / self.temperature, -1).cpu().numpy()
+        draws = np.array([self.rngs[r].random() for r in rows])
+        return np.minimum((probs.cumsum(-1) < draws[:, None]).sum(-1), probs.shape[-1] - 1)
 
 
 class Policy:

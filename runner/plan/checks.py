@@ -17,6 +17,7 @@ from runner.metrics import family_problem
 from runner.models.sites import HEAD_HOOKS, NotApplicable, SiteError, position_indices, resolve_site
 from runner.plan.attribution import attribution_problems
 from runner.plan.facts import data_shape, model_sizes, text_tokens, trajectories
+from runner.plan.training import demonstrator_problems, train_problems
 from runner.spec import resolve_path
 
 Found = Iterator[tuple[tuple, str]]  # (spec path, message)
@@ -48,7 +49,9 @@ class Inapplicable(str):
 def check_point(spec: Any, access: DataAccess) -> Found:
     """Yield (spec path, message) for every model-dependent problem of one resolved point."""
     if spec.kind == "train":
-        yield from _check_agent_data(spec.data, ("data",), access.base_dir)
+        yield from train_problems(spec, access)
+        if spec.data.kind != "env":
+            yield from _check_agent_data(spec.data, ("data",), access.base_dir)
         if spec.data.where:
             yield ("data", "trajectories", "where"), ("where selects the samples an intervene spec measures; "
                                                       "a train spec learns from whole episodes")
@@ -73,6 +76,7 @@ def check_point(spec: Any, access: DataAccess) -> Found:
         return
     if sizes.agent:
         yield from _check_agent_data(spec.data, ("data",), access.base_dir)
+        yield from demonstrator_problems(spec.data, access)
         yield from _check_where(spec.data, spec.seed, access)
     else:
         problems = list(_check_tokens(spec.data, ("data",), sizes))
@@ -129,7 +133,8 @@ def _check_agent_data(data: Any, path: tuple, base_dir: Path) -> Found:
     if data.kind == "trajectories":
         from runner.envs.make import check_env
 
-        message = check_env(data.trajectories.env, data.trajectories.policy)
+        policy = data.trajectories.policy
+        message = check_env(data.trajectories.env, policy if isinstance(policy, str) else None)
         if message:
             yield path + ("trajectories", "env"), message
         return

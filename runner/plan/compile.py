@@ -30,7 +30,10 @@ from runner.spec.explain import problems_from
 from runner.spec.sweep import Axis, Member
 
 # What runner.train puts in a train run's result, and what every result holds: no sweep dim may take these names.
-TRAIN_NAMES = ("step", "episode", "loss", "success", "return", "episode_length", "random_success", "random_return")
+TRAIN_NAMES = ("step", "episode", "loss", "success", "return", "episode_length", "random_success", "random_return",
+               "update", "eval_update", "eval_success", "eval_return", "env_steps", "train_return", "train_success",
+               "train_episode_length", "policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction",
+               "explained_variance", "learning_rate")
 RESULT_VARIABLES = ("status", "error", "point_id")
 
 

@@ -84,8 +84,35 @@ def trajectories(data: Any, base_dir: str | Path, default_seed: int, only_cached
         return read_trajectories(resolve_path(data.file, base_dir))
     t = data.trajectories
     seed = default_seed if t.seed is None else t.seed
-    return demonstrations(t.env, t.policy, t.episodes, seed, t.max_steps, t.epsilon, trajectory_cache(base_dir),
-                          only_cached=only_cached)
+    if isinstance(t.policy, str):
+        return demonstrations(t.env, t.policy, t.episodes, seed, t.max_steps, t.epsilon, trajectory_cache(base_dir),
+                              only_cached=only_cached)
+    from runner.plan.training import DemonstratorMissing, demonstrator_folder
+
+    try:
+        folder = demonstrator_folder(t.policy, base_dir)
+    except DemonstratorMissing:
+        if only_cached:
+            return None
+        raise
+    return demonstrations(t.env, agent_policy_key(t.policy, folder), t.episodes, seed, t.max_steps, t.epsilon,
+                          trajectory_cache(base_dir), only_cached=only_cached,
+                          player=lambda first_seed: _agent_player(t.policy, folder, first_seed))
+
+
+def agent_policy_key(policy: Any, folder: Path) -> str:
+    """A demonstrator agent as the cache key knows it: the digest of its weights and config, and its sampling."""
+    digest = "".join(file_sha256(folder / name)[:16] for name in ("config.json", "model.safetensors"))
+    return f"agent {digest} {policy.sampling}" + (f" T={policy.temperature!r}" if policy.sampling == "sample" else "")
+
+
+def _agent_player(policy: Any, folder: Path, first_seed: int) -> Any:
+    """The BatchPolicy of a demonstrator agent: greedy, or sampling seeded by each episode's env seed."""
+    from runner.models.checkpoint import load_agent
+    from runner.models.policy import AgentPolicy, SampledPolicy
+
+    agent = load_agent(folder)
+    return AgentPolicy(agent) if policy.sampling == "greedy" else SampledPolicy(agent, first_seed, policy.temperature)
 
 
 def token_array(data: Any, d_vocab: int, default_seed: int, sizes: ModelSizes | None = None) -> np.ndarray:
@@ -152,13 +179,29 @@ def inputs_read(spec: Any, base_dir: str | Path) -> tuple[dict[str, str], dict[s
         elif data.kind == "trajectories":
             t = data.trajectories
             seed = spec.seed if t.seed is None else t.seed
-            generated[f"{t.env} {t.policy} x{t.episodes} seed {seed}"] = cache_key(t.env, t.policy, t.episodes, seed,
-                                                                                 t.max_steps, t.epsilon)
+            policy = t.policy
+            if not isinstance(policy, str):
+                folder = _demonstrator_or_none(policy, base_dir)
+                if folder is None or not (folder / "model.safetensors").is_file():
+                    continue  # the checks say why (or wait for its run)
+                paths += [folder / "config.json", folder / "model.safetensors"]
+                policy = agent_policy_key(policy, folder)
+            generated[f"{t.env} {policy} x{t.episodes} seed {seed}"] = cache_key(t.env, policy, t.episodes, seed,
+                                                                                t.max_steps, t.epsilon)
     paths += [resolve_path(v.file, base_dir) for v in vector_sources(spec) if v.kind == "file"]
     for path in paths:
         if path.is_file():
             files[_label(path, base_dir)] = file_sha256(path)
     return files, generated
+
+
+def _demonstrator_or_none(policy: Any, base_dir: str | Path) -> Path | None:
+    from runner.plan.training import demonstrator_folder
+
+    try:
+        return demonstrator_folder(policy, base_dir)
+    except ValueError:
+        return None
 
 
 def vector_sources(spec: Any) -> list[Any]:

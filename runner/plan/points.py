@@ -226,13 +226,23 @@ class Plan:
             f"executor  {ex.executor}" + (f" at {ex.address}" if ex.address else ""),
             f"resources {ex.cpus_per_task} CPU + {ex.gpus_per_task:g} GPU per task",
             (f"metrics   {', '.join(m.kind for m in self.spec.metrics)}" if self.spec.kind == "intervene" else
-             f"trains    {self.spec.model.architecture} agents, {self.spec.train.steps} steps each"),
+             f"trains    {_trains(self)}"),
             f"output    {self.out_dir}",
         ]
         if self.not_applicable:
             lines.insert(3, f"          {len(self.not_applicable)} not applicable (an address their model lacks: "
                             "status not_applicable, values NaN)")
         return "\n".join(lines + [f"note      {note}" for note in self.notes])
+
+
+def _trains(plan: Plan) -> str:
+    """What a train plan trains: each algorithm of its grid and how long."""
+    algorithms = {plan.spec.trains} | {v for a in plan.axes for m in a.members if m.path == ("algorithm",)
+                                        for v in m.values}
+    steps = f"agents, {plan.spec.train.steps} steps each"
+    says = {"bc": f"behavior_clone {steps}", "dt": f"decision_transformer {steps}",
+            "ppo": f"ppo agents, {plan.spec.ppo.updates} updates of {plan.spec.ppo.batch_size} env steps each"}
+    return "; ".join(says[a] for a in ("bc", "dt", "ppo") if a in algorithms)
 
 
 def _replaced(model: Any, path: tuple, value: Any) -> Any:

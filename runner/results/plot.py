@@ -219,7 +219,7 @@ def _x_rank(da: Any, dim: str) -> int:
     if dim not in da.coords or dim in CATEGORICAL or dim.endswith("seed"):
         return 0
     kind = da[dim].dtype.kind
-    return 2 if kind == "f" or dim == "step" else 1 if kind in "iu" else 0
+    return 2 if kind == "f" or dim in ("step", "update", "eval_update") else 1 if kind in "iu" else 0
 
 
 def _too_many(da: Any, var: str, roles: dict, free: list[str]) -> str:

@@ -114,7 +114,7 @@ def _check_figure(located: Located, axes: tuple[Axis, ...], spec: SpecBase) -> N
     if spec.figure is None:
         return
     problems = []
-    dims: set[str] | None = {"step", "episode"}
+    dims: set[str] | None = {"step", "episode", "update", "eval_update"}
     if spec.kind != "train":
         produced = {name for m in spec.metrics for name in m.variables}
         var = spec.figure.var

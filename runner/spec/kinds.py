@@ -17,6 +17,7 @@ from runner.metrics import REGISTRY
 from runner.spec.base import SLUG, Strict
 from runner.spec.interventions import Intervention
 from runner.spec.metrics import default_metrics, metric_union, metrics_description
+from runner.spec.ppo import PPOOptions
 from runner.spec.sources import AgentData, DataSource, ModelSource
 
 # ---------------------------------------------------------------- execution
@@ -121,8 +122,10 @@ class Spec(SpecBase):
 class AgentArchitecture(Strict):
     """The agent to build: a decision transformer or a behaviour clone on a TransformerLens body."""
 
-    architecture: Literal["behavior_clone", "decision_transformer"] = Field(
-        description="behavior_clone: instruction, then S A per step; decision_transformer: instruction, then R S A.")
+    architecture: Literal["behavior_clone", "decision_transformer"] | None = Field(
+        None, description="The token layout. behavior_clone: instruction, then S A per step; decision_transformer: "
+                          "instruction, then R S A. Default: the algorithm's (bc and ppo: behavior_clone, dt: "
+                          "decision_transformer); older specs name the algorithm by it.")
     n_layers: int = Field(2, ge=1, description="Transformer blocks.")
     d_model: int = Field(128, ge=1, description="Residual width.")
     n_heads: int = Field(4, ge=1, description="Attention heads; must divide d_model.")
@@ -160,16 +163,39 @@ class EvalOptions(Strict):
     seed: int = Field(1_000_000, ge=0, description="Episode e uses env seed seed + e: keep it apart from training seeds.")
     target_return: float | None = Field(None, description="decision_transformer: return to condition on; default 1.")
     max_steps: int | None = Field(None, ge=1, description="Truncate evaluation episodes; default: the env's limit.")
+    sampling: Literal["greedy", "sample"] = Field("greedy", description="greedy: the most probable action at every "
+                                                                        "step; sample: drawn from the policy (seeded "
+                                                                        "per episode), as CleanRL evaluates PPO.")
+
+
+ALGORITHM_OF = {"behavior_clone": "bc", "decision_transformer": "dt"}
+LAYOUT_OF = {"bc": "behavior_clone", "dt": "decision_transformer", "ppo": "behavior_clone"}
 
 
 class TrainSpec(SpecBase):
-    """kind: train — generate or read trajectories, train an agent per grid point, evaluate it."""
+    """kind: train — generate or read trajectories (or play an env), train an agent per grid point, evaluate it."""
 
     kind: Literal["train"] = Field(description="train: fit agents.")
-    data: AgentData = Field(description="The demonstrations: trajectories from a policy, or an .npz file.")
+    algorithm: Literal["bc", "dt", "ppo"] | None = Field(
+        None, description="bc: behaviour cloning of the demonstrations; dt: a decision transformer on them; ppo: "
+                          "online RL (PPO, as CleanRL's ppo.py) in data: {env: ...}. Sweepable (a dim of the run). "
+                          "Default: from model.architecture (behavior_clone: bc, decision_transformer: dt).")
+    data: AgentData = Field(description="bc, dt: the demonstrations, trajectories from a policy or an .npz file; "
+                                        "ppo: env, the environment it plays.")
     model: AgentArchitecture = Field(description="What to build.")
-    train: TrainOptions = Field(default_factory=TrainOptions, description="Optimiser settings.")
+    train: TrainOptions = Field(default_factory=TrainOptions, description="bc, dt: optimiser settings.")
+    ppo: PPOOptions = Field(default_factory=PPOOptions, description="ppo: rollout, objective and optimiser settings.")
     eval: EvalOptions = Field(default_factory=EvalOptions, description="Evaluation episodes after training.")
+
+    @property
+    def trains(self) -> str | None:
+        """The algorithm this spec trains: algorithm, else the one model.architecture names (None: neither given)."""
+        return self.algorithm or ALGORITHM_OF.get(self.model.architecture or "")
+
+    @property
+    def layout(self) -> str:
+        """The agent's token layout: model.architecture, else the algorithm's."""
+        return self.model.architecture or LAYOUT_OF.get(self.trains or "", "behavior_clone")
 
 
 SPEC_KINDS: dict[str, type[SpecBase]] = {"intervene": Spec, "train": TrainSpec}

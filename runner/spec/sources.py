@@ -122,10 +122,36 @@ class Where(Strict):
         return self.model_dump(exclude_none=True)
 
 
+class Demonstrator(Strict):
+    """A trained agent playing the demonstrations (a PPO agent for a level with no bot, as DTI does)."""
+
+    checkpoint: str | None = Field(None, description="A folder holding model.safetensors + config.json of an agent "
+                                                     "trained on this env; relative to the directory runner starts in.")
+    run: str | None = Field(None, pattern=SLUG, description="The train run results/<run>/ whose model plays (its one "
+                                                            "model, or the one point names); before that run exists, "
+                                                            "`runner validate` notes it and `runner run` refuses.")
+    point: str | None = Field(None, min_length=1, description="run: which model of its grid, by folder name "
+                                                              "(e.g. seed=0); default: the run's only model.")
+    sampling: Literal["greedy", "sample"] = Field("sample", description="greedy: the most probable action; sample: "
+                                                                        "an action drawn from the policy (seeded per "
+                                                                        "episode), so returns spread.")
+    temperature: float = Field(1.0, gt=0, le=100, description="sample: logits divided by this before drawing.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "Demonstrator":
+        if (self.checkpoint is None) == (self.run is None):
+            raise ValueError("a policy agent needs exactly one of checkpoint or run")
+        if self.point is not None and self.run is None:
+            raise ValueError("point chooses a model of a run: give run, or name the folder with checkpoint")
+        return self
+
+
 class TrajectoryOptions(Strict):
     env: str = Field(description="A MiniGrid or BabyAI env id registered by minigrid, e.g. BabyAI-GoToLocal-v0.")
-    policy: Literal["bot", "random"] = Field("bot", description="bot: minigrid's BabyAI bot (BabyAI levels only); "
-                                                               "random: uniformly random actions.")
+    policy: Literal["bot", "random"] | Demonstrator = Field(
+        "bot", description="bot: minigrid's BabyAI bot (BabyAI levels only); random: uniformly random actions; "
+                           "{checkpoint: PATH} or {run: NAME}: a trained agent (e.g. PPO) of this env, with "
+                           "sampling: greedy | sample and temperature.")
     episodes: int = Field(ge=1, description="Number of episodes.")
     seed: int | None = Field(None, ge=0, description="Episode e uses env seed seed + e; default: the spec's seed.")
     max_steps: int | None = Field(None, ge=1, description="Truncate episodes here; default: the env's own limit.")
@@ -158,9 +184,22 @@ class FileData(Data):
     agent_data: ClassVar[bool] = True
 
 
+class EnvOptions(Strict):
+    id: str = Field(description="A MiniGrid or BabyAI env id registered by minigrid, e.g. MiniGrid-DoorKey-5x5-v0.")
+    seed: int = Field(0, ge=0, description="Training episodes reset with env seeds seed, seed + 1, ... in the order "
+                                           "they start (keep them apart from eval.seed).")
+    max_steps: int | None = Field(None, ge=1, description="Truncate episodes here; default: the env's own limit.")
+
+
+class EnvData(Data):
+    env: EnvOptions = Field(description="algorithm ppo: the environment it learns in, online (no demonstrations).")
+
+    agent_data: ClassVar[bool] = True
+
+
 DataSource = one_of("data", TokensData, RandomTokensData, TextData, TrajectoryData, FileData)
-AgentData = one_of("data", TrajectoryData, FileData)
+AgentData = one_of("data", TrajectoryData, FileData, EnvData)
 
 __all__ = ["TransformerConfig", "TransformerModel", "CheckpointModel", "PretrainedModel", "RunModel", "Data",
            "TokensData", "TextData", "RandomTokensOptions", "RandomTokensData", "Where", "TrajectoryOptions",
-           "TrajectoryData", "FileData", "ModelSource", "DataSource", "AgentData"]
+           "TrajectoryData", "FileData", "ModelSource", "DataSource", "AgentData", "Demonstrator", "EnvOptions", "EnvData"]
