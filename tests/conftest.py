@@ -65,3 +65,14 @@ def ray_session():
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     yield ray
     ray.shutdown()
+
+
+def play_episode(policy, env, seed: int) -> int:
+    """Play one whole episode of ``env`` with a ``load_policy`` policy; its number of steps."""
+    obs, _ = env.reset(seed=seed)
+    policy.reset()
+    reward, steps, done = 0.0, 0, False
+    while not done:
+        obs, reward, terminated, truncated, _ = env.step(policy.act(obs, reward))
+        steps, done = steps + 1, terminated or truncated
+    return steps

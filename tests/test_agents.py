@@ -14,7 +14,7 @@ from runner.models.agent import AgentConfig
 from runner.models.checkpoint import load_agent, save_agent
 from runner.models.windows import windows
 from runner.plan.facts import trajectories as load_trajectories
-from tests.conftest import CHUNKING_TOLERANCE, cli, write_spec
+from tests.conftest import CHUNKING_TOLERANCE, cli, play_episode, write_spec
 
 TRAIN = """\
 name: tiny-train
@@ -110,13 +110,7 @@ def test_load_policy_plays_a_full_episode(trained):
     policy = runner.load_policy(folder / "results" / "tiny-train" / "models" / "seed=1")
     env = gym.make("BabyAI-GoToRedBallGrey-v0")
     for seed in (5, 6):
-        obs, _ = env.reset(seed=seed)
-        policy.reset()
-        reward, steps, done = 0.0, 0, False
-        while not done:
-            obs, reward, terminated, truncated, _ = env.step(policy.act(obs, reward))
-            steps, done = steps + 1, terminated or truncated
-        assert 1 <= steps <= env.unwrapped.max_steps
+        assert 1 <= play_episode(policy, env, seed) <= env.unwrapped.max_steps
 
 
 def test_an_intervene_spec_over_a_train_run_carries_its_grid(trained):

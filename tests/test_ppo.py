@@ -11,7 +11,7 @@ import torch
 import runner
 from runner.models.checkpoint import load_agent, save_agent
 from runner.ppo import gae
-from tests.conftest import cli, write_spec
+from tests.conftest import cli, play_episode, write_spec
 
 ENV = "BabyAI-GoToRedBallGrey-v0"
 TWO_WAYS = f"""\
@@ -97,13 +97,7 @@ def test_ppo_checkpoints_reload_bit_identically_and_play(trained, tmp_path):
     assert all(torch.equal(first[k], second[k]) for k in first)
     policy = runner.load_policy(ppo_folder(trained[0]))
     env = gym.make(ENV)
-    obs, _ = env.reset(seed=11)
-    policy.reset()
-    reward, steps, done = 0.0, 0, False
-    while not done:
-        obs, reward, terminated, truncated, _ = env.step(policy.act(obs, reward))
-        steps, done = steps + 1, terminated or truncated
-    assert 1 <= steps <= env.unwrapped.max_steps
+    assert 1 <= play_episode(policy, env, seed=11) <= env.unwrapped.max_steps
 
 
 def test_ppo_training_is_deterministic(tmp_path):
