@@ -217,15 +217,17 @@ def _measure_group(group: Group, points: list[Any], records: Records, files: dic
 def _forward(group: Group, prepared: list, records: Records) -> Iterator[tuple[tuple, torch.Tensor, dict, dict]]:
     """Yield (prepared point, last-position logits, readouts, every-position readouts), folding edited points into
     few passes."""
-    estimates = [item for item in prepared if attribution.wanted(item[0])]
-    yield from attribution.estimated(estimates, group, records)  # attribution patching: no patched passes
     by_start: dict[int | None, list] = defaultdict(list)
-    for item in (item for item in prepared if not attribution.wanted(item[0])):
-        _, variant, edit = item
-        if edit is None or edit.changes_nothing:  # the clean run is its result: bit for bit, nothing to compute
+    estimates = []   # attribution patching: no patched passes, one backward per logit for them all
+    for item in prepared:
+        point, variant, edit = item
+        if attribution.wanted(point):
+            estimates.append(item)
+        elif edit is None or edit.changes_nothing:  # the clean run is its result: bit for bit, nothing to compute
             yield item, variant.logits, _last(variant.cache, group.readouts), _every(variant.cache, group.sequences)
         else:
             by_start[edit.layer].append(item)
+    yield from attribution.estimated(estimates, group, records)
     for chunk in (c for layer, items in by_start.items() for c in chunks(items, group.length, group.reuse)):
         try:
             outs = folded_pass(group, chunk, group.reuse)
