@@ -230,7 +230,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def undefined_counts(ds) -> list[str]:
-    """For each variable that can be undefined by definition, how many of its values (of ok points) are."""
+    """For each variable that can be undefined by definition and is undefined somewhere, how many of its values
+    (of ok points) are."""
     import numpy as np
 
     ok = ds["status"] == "ok"
@@ -239,7 +240,7 @@ def undefined_counts(ds) -> list[str]:
         if "undefined" in var.attrs:
             counted = ok.any(dim=[d for d in ok.dims if d not in var.dims]).broadcast_like(var)  # vector_cosine
             n = int((np.isnan(var) & counted).sum())
-            if n == 0 and name.endswith("_sem"):  # a spread defined everywhere is the usual case: no news
+            if n == 0:  # defined everywhere: no news
                 continue
             lines.append(f"{name}: {n} of {int(counted.sum())} values undefined ({var.attrs['undefined']})")
     return lines
@@ -294,7 +295,8 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 def cmd_plot(args: argparse.Namespace) -> int:
     from runner.results.load import load, result_path
-    from runner.results.plot import default_var, plot, run_figure, select
+    from runner.results.figures import run_figure
+    from runner.results.plot import default_var, plot, select
 
     path = result_path(args.run)
     ds, figure = load(path), run_figure(args.run, path)

@@ -4,6 +4,7 @@ collect demonstrations, build the agent, then loop (sample windows, step, log), 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import time
 from typing import Any, Iterator
@@ -18,7 +19,7 @@ from runner.envs.trajectories import Trajectories
 from runner.envs.vocab import tokenize
 from runner.models.agent import Agent, AgentConfig
 from runner.models.policy import AgentPolicy, SampledPolicy
-from runner.models.windows import windows
+from runner.models.windows import window_labels, windows
 from runner.plan.facts import trajectories
 from runner.spec import TrainSpec
 
@@ -26,7 +27,11 @@ from runner.spec import TrainSpec
 def agent_config(spec: TrainSpec, traj: Trajectories, point_seed: int) -> AgentConfig:
     """The agent a train point builds, sized to its data (instruction length, episode length)."""
     mission_length = max(len(tokenize(str(x))) for x in traj.missions)
-    return sized_config(spec, mission_length, int(traj.episode_lengths.max()) + 1, traj.env_id, point_seed)
+    config = sized_config(spec, mission_length, int(traj.episode_lengths.max()) + 1, traj.env_id, point_seed)
+    if config.architecture != "decision_transformer":
+        return config
+    returns = traj.returns  # targets outside this range ask for a return the agent never saw
+    return dataclasses.replace(config, return_range=(float(returns.min()), float(returns.max())))
 
 
 def sized_config(spec: TrainSpec, mission_length: int, longest: int, env_id: str, point_seed: int,
@@ -80,14 +85,16 @@ def _train(spec: TrainSpec, point_seed: int, base_dir: str, device: str, label: 
     optimizer = torch.optim.AdamW(agent.parameters(), lr=opt.lr, weight_decay=opt.weight_decay, betas=(0.9, 0.95))
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(step, opt.warmup, opt.steps))
     state_positions = torch.tensor(config.state_positions())
+    bot_labels = spec.data.kind == "trajectories" and spec.data.trajectories.labels == "bot"
     steps, losses = [], []
     agent.train()
     start = last_report = time.monotonic()
     for step in range(1, opt.steps + 1):
         ends = rng.integers(0, len(traj.actions), size=opt.batch_size)
         batch = windows(traj, ends, config).to(device)
+        targets = window_labels(traj, ends, config).to(device) if bot_labels else batch.actions
         logits = agent(batch)[:, state_positions]                       # [B, K, 7]
-        loss = torch.nn.functional.cross_entropy(logits[batch.valid], batch.actions[batch.valid])
+        loss = torch.nn.functional.cross_entropy(logits[batch.valid], targets[batch.valid])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(agent.parameters(), opt.grad_clip)
@@ -102,8 +109,9 @@ def _train(spec: TrainSpec, point_seed: int, base_dir: str, device: str, label: 
             say(f"  train {label or spec.name}: step {step}/{opt.steps}  loss {float(loss.detach()):.3f}  "
                 f"{rate:.1f} steps/s  ETA {(opt.steps - step) / rate:.0f}s")
     agent.eval()
+    target = "the bot's suggested action" if bot_labels else "the demonstrated action"
     ds = xr.Dataset({"loss": (("step",), np.array(losses, dtype=np.float32),
-                              {"long_name": "training cross-entropy of the demonstrated action", "units": "nats"})},
+                              {"long_name": f"training cross-entropy of {target}", "units": "nats"})},
                     coords={"step": np.array(steps, dtype=np.int64)})
     if spec.eval.episodes:
         ds = ds.merge(evaluate(agent, spec, config, device))

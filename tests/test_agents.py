@@ -151,6 +151,10 @@ def test_an_intervene_spec_over_a_train_run_carries_its_grid(trained):
     ("trajectories: {env: BabyAI-GoToLokal-v0, episodes: 3}", "BabyAI-GoToLocal-v0"),
     ("trajectories: {env: MiniGrid-Empty-5x5-v0, policy: bot, episodes: 3}", "BabyAI"),
     ("file: demos.npz", "demos.npz"),
+    ("trajectories: {env: BabyAI-GoToRedBallGrey-v0, policy: random, episodes: 3, labels: bot}",
+     "labels: bot needs policy: bot"),
+    ("trajectories: {env: BabyAI-GoToRedBallGrey-v0, episodes: 3, epsilon: []}", "a non-empty list"),
+    ("trajectories: {env: BabyAI-GoToRedBallGrey-v0, episodes: 3, epsilon: [0.1, 1.5]}", "less than or equal to 1"),
 ])
 def test_bad_train_data_exits_2_and_writes_nothing(project, data, phrase):
     np.savez(project / "demos.npz", images=np.zeros((2, 7, 7, 3), np.uint8), actions=np.zeros(3, np.int8))
@@ -161,6 +165,32 @@ def test_bad_train_data_exits_2_and_writes_nothing(project, data, phrase):
         assert done.returncode == 2, done.stderr
         assert "spec.yaml:5:" in done.stderr and phrase in done.stderr and "Traceback" not in done.stderr
     assert not (project / "results").exists()
+
+
+def test_bc_learns_the_bots_labels_on_noisy_play(project):
+    """labels: bot -- a clone trained on uniformly random play predicts what the bot would do there."""
+    spec = TRAIN.replace("ARCH", "behavior_clone").replace(
+        "episodes: 40, seed: 0}", "episodes: 30, seed: 0, epsilon: 1.0, labels: bot}").replace(
+        "steps: 20,", "steps: 150,").replace("  seed: [0, 1]", "  seed: [0]")
+    run_in(project, write_spec(project, spec))
+    agent, traj, inputs = agent_and_inputs(project, project / "spec.yaml")
+    with torch.no_grad():
+        predicted = agent(inputs)[:, agent.config.state_positions()[-1]].argmax(-1).numpy()
+    agree_labels, agree_taken = (predicted == traj.labels).mean(), (predicted == traj.actions).mean()
+    assert agree_labels > 0.5 and agree_labels > agree_taken + 0.25, (agree_labels, agree_taken)
+    done = cli("validate", write_spec(project, spec.replace("behavior_clone", "decision_transformer")), cwd=project)
+    assert done.returncode == 2 and "spec.yaml:5:" in done.stderr and "labels: bot trains a behaviour clone" \
+        in done.stderr, done.stderr
+    measure = write_spec(project, """\
+        name: measure
+        model: {run: tiny-train}
+        data:
+          trajectories: {env: BabyAI-GoToRedBallGrey-v0, episodes: 2, epsilon: 0.5, labels: bot}
+        metrics: [action_logits]
+        """, "measure.yaml")
+    done = cli("run", measure, cwd=project)
+    assert done.returncode == 2 and "measure.yaml:4:" in done.stderr and "an intervene spec measures the actions " \
+        "taken" in done.stderr and not (project / "results" / "measure").exists(), done.stderr
 
 
 @pytest.mark.parametrize("damage", ["missing", "config", "weights"])
@@ -220,6 +250,7 @@ def test_rollout_metric_with_coefficient_0_is_the_plain_agent(trained):
     np.testing.assert_array_equal(ds.episode_length.sel(coefficient=0.0).values, plain["episode_length"])
     np.testing.assert_array_equal(ds["return"].sel(coefficient=0.0).values, plain["return"])
     assert ds.episode.size == 12 and ds.success.dims == ("coefficient", "episode")
+    assert "target_in_data" not in ds  # a behaviour clone has no target return: the variable is left out
 
 
 @pytest.mark.parametrize("position, role", [("{token: state, timestep: -1}", "S3"), ("{token: action, timestep: -2}", "A2"),
@@ -487,6 +518,40 @@ def test_an_rtg_scan_folds_into_one_batch_with_the_same_numbers(tmp_path):
     np.testing.assert_allclose(folded.logit_lens.values, single.logit_lens.values, **CHUNKING_TOLERANCE)
     low, high = folded.action_logits.sel(target_return=0.1), folded.action_logits.sel(target_return=0.9)
     assert not np.allclose(low.values, high.values), "the RTG token must reach the logits"
+
+
+def test_a_dt_rollout_says_which_targets_lie_outside_its_training_returns(tmp_path):
+    dt = TRAIN.replace("ARCH", "decision_transformer").replace("tiny-train", "tiny-dt").replace(
+        "  seed: [0, 1]\n", "  seed: [0]\n").replace("episodes: 40, seed: 0}", "episodes: 40, seed: 0, epsilon: 0.3}")
+    returns = load_trajectories(runner.load_spec(write_spec(tmp_path, dt, "dt.yaml")).spec.data, tmp_path, 0).returns
+    inside = float(np.median(returns))
+    targets = [round(float(returns.min()) - 0.01, 4), inside, round(float(returns.max()) + 0.01, 4)]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(tmp_path)
+        runner.run(tmp_path / "dt.yaml")
+        ds = runner.run(write_spec(tmp_path, f"""\
+            name: calibration
+            model: {{run: tiny-dt}}
+            data:
+              trajectories: {{env: BabyAI-GoToRedBallGrey-v0, episodes: 2, seed: 100, target_return: 0.5}}
+            sweep:
+              data.trajectories.target_return: {targets}
+            metrics: [{{rollout: {{episodes: 3}}}}]
+            """, "scan.yaml"))
+    assert ds.target_in_data.dims == ("seed", "target_return")
+    assert ds.target_in_data.values.ravel().tolist() == [0.0, 1.0, 0.0]
+    with pytest.MonkeyPatch.context() as mp:  # no target given: a DT plays at 1.0, above every return of its data
+        mp.chdir(tmp_path)
+        plain = runner.run(write_spec(tmp_path, """\
+            name: plain
+            model: {run: tiny-dt}
+            data:
+              trajectories: {env: BabyAI-GoToRedBallGrey-v0, episodes: 2, seed: 100}
+            metrics: [{rollout: {episodes: 2}}]
+            """, "plain.yaml"))
+    assert returns.max() < 1.0 and plain.target_in_data.values.ravel().tolist() == [0.0]
+    assert runner.load_model(tmp_path / "results" / "tiny-dt" / "models" / "seed=0").config.return_range == \
+        (float(returns.min()), float(returns.max()))
 
 
 BAD_AGENT_SPECS = {

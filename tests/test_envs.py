@@ -1,6 +1,9 @@
 """runner.envs: instruction vocabulary, observation encoding, demonstrations, rollouts."""
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
+import json
 from pathlib import Path
 
 import numpy as np
@@ -149,6 +152,43 @@ def test_epsilon_spreads_the_returns(demos):
     assert sum(actions_differ) >= 10
 
 
+def test_graded_noise_mixes_episodes_and_labels_record_the_bot(demos, tmp_path):
+    mixed = generate(EASY, "bot", episodes=6, seed=0, epsilon=[0.0, 1.0])
+    clean, noisy = mixed.subset([0, 2, 4]), mixed.subset([1, 3, 5])
+    np.testing.assert_array_equal(clean.actions, demos.subset([0, 2, 4]).actions)  # epsilon 0: the bot's play
+    np.testing.assert_array_equal(clean.labels, clean.actions)
+    # episode 1 is played at epsilon 1.0 whatever the other episodes do
+    np.testing.assert_array_equal(noisy.episode(0)["actions"],
+                                  generate(EASY, "bot", episodes=2, seed=0, epsilon=1.0).episode(1)["actions"])
+    assert (noisy.labels != noisy.actions).mean() > 0.5  # random actions: the bot would mostly do otherwise
+    env = make_env(EASY)
+    for e in range(6):  # the first label is what a fresh bot suggests on the reset env
+        with quiet():
+            env.reset(seed=int(mixed.env_seeds[e]))
+        assert mixed.labels[mixed.episode_starts[e]] == int(BabyAIBot(env).replan())
+    back = Trajectories.load_npz(mixed.save_npz(tmp_path / "mixed.npz"))
+    np.testing.assert_array_equal(back.labels, mixed.labels)
+    assert back.subset([1]).labels.tolist() == mixed.labels[mixed.episode_of_step == 1].tolist()
+    assert generate(EASY, "random", episodes=2, seed=0).labels is None  # no expert, no labels
+    assert mixed.episode(1)["labels"].tolist() == noisy.labels[: noisy.episode_lengths[0]].tolist()
+
+
+def test_an_old_cache_without_labels_serves_taken_actions_and_is_regenerated_for_bot_labels(tmp_path):
+    key = demos_module.cache_key(EASY, "bot", 3, 0, None, 0.25)
+    before_lists = {"env_id": EASY, "policy": "bot", "episodes": 3, "seed": 0, "max_steps": None, "epsilon": 0.25,
+                    "format": 1, "minigrid": importlib.metadata.version("minigrid")}  # the key's payload until lists
+    assert key == demos_module.cache_key(EASY, "bot", 3, 0, None, [0.25]) == \
+        hashlib.sha256(json.dumps(before_lists, sort_keys=True).encode()).hexdigest()[:20]
+    old = generate(EASY, "bot", episodes=3, seed=0, epsilon=0.25)
+    old.labels = None                                     # written before labels were recorded
+    old.save_npz(tmp_path / f"{key}.npz")
+    assert demonstrations(EASY, "bot", 3, 0, None, 0.25, tmp_path).labels is None
+    assert demonstrations(EASY, "bot", 3, 0, None, 0.25, tmp_path, only_cached=True, labels=True) is None
+    fresh = demonstrations(EASY, "bot", 3, 0, None, 0.25, tmp_path, labels=True)
+    np.testing.assert_array_equal(fresh.actions, old.actions)  # the same play, now with the bot's labels
+    assert fresh.labels is not None and Trajectories.load_npz(tmp_path / f"{key}.npz").labels is not None
+
+
 def test_generate_is_deterministic_and_quiet(capfd):
     first = generate(EASY, "bot", episodes=12, seed=0, epsilon=0.2)
     second = generate(EASY, "bot", episodes=12, seed=0, epsilon=0.2)
@@ -180,6 +220,7 @@ def test_save_load_round_trip(demos, tmp_path):
     np.savez(tmp_path / "ppo.npz", env_id=np.array(EASY), missions=demos.missions.astype("S"),
              **{k: v.astype(np.int64) if v.dtype.kind in "iu" else v for k, v in plain.items()})
     ppo = Trajectories.load_npz(tmp_path / "ppo.npz")  # no env_seeds, wider ints, bytes strings
+    assert ppo.labels is None  # optional: only generated demonstrations record the bot's suggestions
     assert ppo.env_seeds.tolist() == list(range(30)) and ppo.missions[0] == "go to the red ball"
 
 

@@ -129,6 +129,13 @@ def test_the_spec_figure_is_the_default_and_three_dims_are_panels(runs):
     assert axes[0].get_ylim() == axes[1].get_ylim(), "panels share their y axis"
 
 
+def test_a_panel_without_values_is_left_out(runs):
+    ds = load(runs, "steer")
+    ds["logit_diff"] = ds.logit_diff.where(ds.vector != ds.vector[1])  # e.g. a train grid's loss for ppo
+    axes = panels(runner.plot(ds, "logit_diff", col="vector"))
+    assert [ax.get_title() for ax in axes] == ["vector=random(norm=match, seed=0)"]
+
+
 def test_failed_points_are_left_out(runs):
     ds = load(runs, "steer").isel(vector=0)
     ds["status"] = ds.status.copy()

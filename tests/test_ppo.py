@@ -164,6 +164,23 @@ def test_ppo_learns_an_easy_level(tmp_path):
     assert float(ds.train_success[-4:].mean()) >= 0.9
 
 
+def test_ppo_runs_on_a_level_with_moving_obstacles_and_negative_rewards(tmp_path):
+    """MiniGrid-Dynamic-Obstacles: obstacles move every step and a collision ends the episode with reward -1."""
+    spec = write_spec(tmp_path, """\
+        name: ppo-obstacles
+        kind: train
+        algorithm: ppo
+        data: {env: {id: MiniGrid-Dynamic-Obstacles-5x5-v0}}
+        model: {n_layers: 1, d_model: 32, n_heads: 2, context: 2}
+        ppo: {num_envs: 8, num_steps: 32, total_timesteps: 512, num_minibatches: 2}
+        eval: {episodes: 4}
+        """)
+    ds = run_in(tmp_path, spec)
+    assert ds.sizes["update"] == 2 and np.isfinite(ds.policy_loss).all() and np.isfinite(ds.value_loss).all()
+    assert float(ds.train_return.min()) < 0  # random play collides (reward -1): the env's sign is kept
+    assert set(np.unique(ds.success.values)) <= {0.0, 1.0}
+
+
 BAD = {  # case: (algorithm, data, model, extra line, where, phrase)
     "a ppo option out of range": ("ppo", None, None, "ppo: {clip_coef: -0.2}", "spec.yaml:7:", "ppo.clip_coef"),
     "minibatches that do not divide the rollout": ("ppo", None, None, "ppo: {num_envs: 3, num_steps: 5, "

@@ -34,28 +34,41 @@ def read_trajectories(path: str | Path) -> Trajectories:
     return _READ[key]
 
 
+Epsilon = float | list[float]  # one noise level, or one per episode in turn (graded noise)
+
+
 def cache_key(env_id: str, policy: str, episodes: int, seed: int, max_steps: int | None,
-              epsilon: float) -> str:
+              epsilon: Epsilon) -> str:
     """The content hash naming a generated dataset (arguments, FORMAT_VERSION, minigrid version)."""
+    levels = _levels(epsilon)
+    noise = levels[0] if len(levels) == 1 else levels  # epsilon: [0.25] plays as epsilon: 0.25 does
     payload = {"env_id": env_id, "policy": policy, "episodes": int(episodes), "seed": int(seed),
-               "max_steps": None if max_steps is None else int(max_steps), "epsilon": float(epsilon),
+               "max_steps": None if max_steps is None else int(max_steps), "epsilon": noise,
                "format": FORMAT_VERSION, "minigrid": importlib.metadata.version("minigrid")}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def demonstrations(env_id: str, policy: str, episodes: int, seed: int, max_steps: int | None, epsilon: float,
+def _levels(epsilon: Epsilon) -> list[float]:
+    """The noise levels episodes take in turn: one, unless ``epsilon`` is a list."""
+    return [float(e) for e in epsilon] if isinstance(epsilon, (list, tuple)) else [float(epsilon)]
+
+
+def demonstrations(env_id: str, policy: str, episodes: int, seed: int, max_steps: int | None, epsilon: Epsilon,
                    cache_dir: str | Path, only_cached: bool = False,
-                   player: Callable[[int], Any] | None = None) -> Trajectories | None:
+                   player: Callable[[int], Any] | None = None, labels: bool = False) -> Trajectories | None:
     """Generated trajectories from the cache, else generated and stored there (None if ``only_cached``).
 
     ``player``, given the first env seed, makes the BatchPolicy that plays (a trained agent); ``policy``
     then names it in the cache key, and must hold the digest of its weights. A damaged cache file (a disk
-    filled mid-write elsewhere) is generated again and replaced.
+    filled mid-write elsewhere), or one from before the bot's labels were recorded when ``labels`` asks
+    for them, is generated again and replaced.
     """
     path = Path(cache_dir) / f"{cache_key(env_id, policy, episodes, seed, max_steps, epsilon)}.npz"
     if path.is_file():
         try:
-            return read_trajectories(path)
+            cached = read_trajectories(path)
+            if cached.labels is not None or not labels:
+                return cached
         except ValueError:
             pass
     if only_cached:
@@ -82,13 +95,13 @@ def _episode(env: Any, policy: str, env_seed: int, max_steps: int | None,
     with quiet():
         obs, _ = env.reset(seed=env_seed)
     limit = env.max_steps if max_steps is None else min(max_steps, env.max_steps)
-    images, directions, actions, rewards = [], [], [], []
+    images, directions, actions, rewards, labels = [], [], [], [], []
     bot, replaced = None, None
     for _ in range(limit):
         images.append(obs["image"])
         directions.append(obs["direction"])
         if policy == "random":
-            action = int(rng.integers(N_ACTIONS))
+            action = suggested = int(rng.integers(N_ACTIONS))  # no expert: labels are not kept
         else:
             try:
                 bot = bot or BabyAIBot(env)
@@ -102,21 +115,25 @@ def _episode(env: Any, policy: str, env_seed: int, max_steps: int | None,
         with quiet():
             obs, reward, terminated, truncated, _ = env.step(action)
         actions.append(action)
+        labels.append(suggested)
         rewards.append(reward)
         if terminated or truncated:
             break
     return {"images": images, "directions": directions, "actions": actions, "rewards": rewards,
-            "mission": obs["mission"], "env_seed": env_seed}
+            "labels": labels, "mission": obs["mission"], "env_seed": env_seed}
 
 
 def generate(env_id: str, policy: str, episodes: int, seed: int, max_steps: int | None = None,
-             epsilon: float = 0.0) -> Trajectories:
+             epsilon: Epsilon = 0.0) -> Trajectories:
     """Trajectories of ``episodes`` episodes of ``policy`` ("bot" or "random") on ``env_id``.
 
     Episode e resets the env with seed ``seed + e``; an episode the bot gives up
     on is dropped and the next seed used, so there are always ``episodes``
     (``env_seeds`` records which). With ``epsilon`` each bot action is replaced by
-    a uniformly random one with that probability. Episodes end when the env
+    a uniformly random one with that probability; a list of them gives episode e
+    the noise ``epsilon[e % len(epsilon)]`` (a mix of graded noise, so returns
+    spread). ``labels`` records what the bot suggested at every step, whichever
+    action was taken. Episodes end when the env
     ends them or after ``max_steps`` steps (None: the env's own limit; rewards
     keep the env's own scale either way). Every episode's play depends only on
     its env seed and the arguments, so a smaller run is a prefix of a larger one.
@@ -130,13 +147,15 @@ def generate(env_id: str, policy: str, episodes: int, seed: int, max_steps: int 
     problem = check_env(env_id, policy)
     if problem:
         raise ValueError(problem)
-    if episodes < 0 or not 0.0 <= epsilon <= 1.0 or (max_steps is not None and max_steps < 1):
+    noise = _levels(epsilon)
+    bad_noise = not noise or not all(0.0 <= e <= 1.0 for e in noise)
+    if episodes < 0 or bad_noise or (max_steps is not None and max_steps < 1):
         raise ValueError(f"need episodes >= 0, 0 <= epsilon <= 1 and max_steps >= 1; got "
                          f"episodes={episodes}, epsilon={epsilon}, max_steps={max_steps}")
     env = make_env(env_id)
     played, env_seed, dropped = [], seed, 0
     while len(played) < episodes:
-        ep = _episode(env, policy, env_seed, max_steps, epsilon, salt=0x5EED)
+        ep = _episode(env, policy, env_seed, max_steps, noise[len(played) % len(noise)], salt=0x5EED)
         env_seed += 1
         if ep is None:
             dropped += 1
@@ -145,7 +164,7 @@ def generate(env_id: str, policy: str, episodes: int, seed: int, max_steps: int 
                                    f"(seeds from {seed}); it cannot solve this level")
             continue
         played.append(ep)
-    return _assemble(env_id, played)
+    return _assemble(env_id, played, labels=policy == "bot")
 
 
 def play(env_id: str, policy: Any, episodes: int, seed: int, max_steps: int | None = None) -> Trajectories:
@@ -178,10 +197,11 @@ def play(env_id: str, policy: Any, episodes: int, seed: int, max_steps: int | No
             ep["rewards"].append(reward)
             images[e], directions[e], rewards[e] = obs["image"], obs["direction"], reward
             live[e] = not (terminated or truncated or len(ep["actions"]) >= limits[e])
-    return _assemble(env_id, played)
+    return _assemble(env_id, played, labels=False)
 
 
-def _assemble(env_id: str, played: list[dict[str, Any]]) -> Trajectories:
+def _assemble(env_id: str, played: list[dict[str, Any]], labels: bool) -> Trajectories:
+    """One Trajectories of the played episodes; ``labels``: keep the bot's suggestions each episode recorded."""
     def steps(key: str, dtype: Any, shape: tuple[int, ...] = ()) -> np.ndarray:
         values = [v for ep in played for v in ep[key]]
         return np.asarray(values, dtype=dtype).reshape(len(values), *shape)
@@ -191,5 +211,6 @@ def _assemble(env_id: str, played: list[dict[str, Any]]) -> Trajectories:
         actions=steps("actions", np.int8), rewards=steps("rewards", np.float32),
         episode_lengths=np.array([len(ep["actions"]) for ep in played], dtype=np.int32),
         missions=np.array([ep["mission"] for ep in played], dtype=str),
-        env_seeds=np.array([ep["env_seed"] for ep in played], dtype=np.int64))
+        env_seeds=np.array([ep["env_seed"] for ep in played], dtype=np.int64),
+        labels=steps("labels", np.int8) if labels else None)
 

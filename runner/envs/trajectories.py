@@ -21,6 +21,10 @@ episode_lengths    (E,)         int          steps per episode, each >= 1, sum =
 missions           (E,)         str          ``obs["mission"]`` of each episode
 env_seeds          (E,)         int          seed of each episode's reset (optional;
                                              default 0..E-1)
+labels             (N,)         int          optional: the action the BabyAI bot suggests
+                                             at step t, whichever action was taken
+                                             (bot demonstrations record it; a train spec's
+                                             ``labels: bot`` teaches a behaviour clone it)
 =================  ===========  ===========  ==============================================
 
 Step t of episode e is the observation the agent saw before taking
@@ -45,9 +49,11 @@ from runner.envs.actions import N_ACTIONS
 from runner.envs.encoding import CHANNEL_NAMES, CHANNEL_SIZES
 
 FORMAT_VERSION = 1
-KEYS = ("env_id", "images", "directions", "actions", "rewards", "episode_lengths", "missions", "env_seeds")
+KEYS = ("env_id", "images", "directions", "actions", "rewards", "episode_lengths", "missions", "env_seeds",
+        "labels")
+OPTIONAL = ("env_seeds", "labels")
 _KINDS = {"env_id": "US", "images": "iu", "directions": "iu", "actions": "iu", "rewards": "fiu",
-          "episode_lengths": "iu", "missions": "US", "env_seeds": "iu"}
+          "episode_lengths": "iu", "missions": "US", "env_seeds": "iu", "labels": "iu"}
 _DTYPES = {"images": np.uint8, "directions": np.int8, "actions": np.int8, "rewards": np.float32,
            "episode_lengths": np.int32, "env_seeds": np.int64}
 
@@ -64,6 +70,7 @@ class Trajectories:
     episode_lengths: np.ndarray  # (E,) int32
     missions: np.ndarray         # (E,) str
     env_seeds: np.ndarray        # (E,) int64
+    labels: np.ndarray | None = None  # (N,) int8: the expert's action at each step, when recorded
 
     def __repr__(self) -> str:
         return (f"Trajectories({self.env_id!r}, episodes={self.n_episodes}, steps={self.n_steps}, "
@@ -115,14 +122,16 @@ class Trajectories:
         return np.arange(self.n_steps) - np.repeat(self.episode_starts, self.episode_lengths)
 
     def episode(self, e: int) -> dict[str, Any]:
-        """Arrays of episode ``e``: images, directions, actions, rewards, returns_to_go, mission, env_seed."""
+        """Arrays of episode ``e``: images, directions, actions, rewards, returns_to_go, mission, env_seed
+        (and labels, when recorded)."""
         e = range(self.n_episodes)[e]  # IndexError out of range; negative counts from the end
         start, stop = int(self.episode_starts[e]), int(self.episode_starts[e] + self.episode_lengths[e])
+        labels = {} if self.labels is None else {"labels": self.labels[start:stop]}
         return {"images": self.images[start:stop], "directions": self.directions[start:stop],
                 "actions": self.actions[start:stop], "rewards": self.rewards[start:stop],
                 "returns_to_go": np.cumsum(self.rewards[start:stop][::-1], dtype=np.float64)[::-1]
                 .astype(np.float32), "mission": str(self.missions[e]),
-                "env_seed": int(self.env_seeds[e])}
+                "env_seed": int(self.env_seeds[e])} | labels
 
     def subset(self, episodes: np.ndarray | list[int] | list[bool]) -> Trajectories:
         """The chosen episodes (a bool mask over episodes, or episode indices in the order wanted)."""
@@ -137,7 +146,8 @@ class Trajectories:
         steps = (np.repeat(self.episode_starts[chosen] - new_starts, lengths)
                  + np.arange(int(lengths.sum())))
         return Trajectories(self.env_id, self.images[steps], self.directions[steps], self.actions[steps],
-                            self.rewards[steps], lengths, self.missions[chosen], self.env_seeds[chosen])
+                            self.rewards[steps], lengths, self.missions[chosen], self.env_seeds[chosen],
+                            None if self.labels is None else self.labels[steps])
 
     def changed(self, swap_word: tuple[str, str] | None = None, cell: dict[str, Any] | None = None) -> Trajectories:
         """The same episodes with a mission word swapped and/or one cell of every observation edited.
@@ -160,7 +170,7 @@ class Trajectories:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        arrays = {key: getattr(self, key) for key in KEYS[1:]}
+        arrays = {key: getattr(self, key) for key in KEYS[1:] if getattr(self, key) is not None}
         try:
             with open(tmp, "wb") as f:
                 np.savez_compressed(f, env_id=np.array(self.env_id), **arrays)
@@ -176,7 +186,9 @@ class Trajectories:
         problem = _check(arrays)
         if problem:
             raise ValueError(f"{path}: {problem}")
+        labels = arrays.get("labels")
         return cls(env_id=str(arrays["env_id"].astype(str).item()), missions=arrays["missions"].astype(str),
+                   labels=None if labels is None else labels.astype(np.int8),
                    **{key: arrays[key].astype(dtype) for key, dtype in _DTYPES.items()})
 
 
@@ -192,7 +204,7 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
         raise ValueError(f"{path}: holds a single array (.npy data), not an .npz archive of "
                          f"{', '.join(KEYS)}")
     with archive:
-        missing = [k for k in KEYS if k not in archive.files and k != "env_seeds"]
+        missing = [k for k in KEYS if k not in archive.files and k not in OPTIONAL]
         if missing:
             raise ValueError(f"{path}: missing key {missing[0]!r}; a trajectories file holds "
                              f"{', '.join(KEYS)} (this one has: {', '.join(archive.files) or 'nothing'})")
@@ -233,12 +245,16 @@ def _check(arrays: dict[str, np.ndarray]) -> str | None:
         if arrays[key].shape != shape:
             return f"key {key!r} has shape {arrays[key].shape}, expected {shape} (N = len(actions), " \
                    f"E = len(episode_lengths))"
+    if "labels" in arrays and arrays["labels"].shape != (n,):
+        return f"key 'labels' has shape {arrays['labels'].shape}, expected ({n},) (N = len(actions))"
     lengths = arrays["episode_lengths"]
     if (lengths < 1).any():
         return f"episode_lengths[{int(np.argmax(lengths < 1))}] is {int(lengths.min())}; every episode has >= 1 step"
     if int(lengths.sum()) != n:
         return f"episode_lengths sum to {int(lengths.sum())} but there are {n} steps (len(actions))"
-    for key, top in (("actions", N_ACTIONS), ("directions", 4)):
+    for key, top in (("actions", N_ACTIONS), ("labels", N_ACTIONS), ("directions", 4)):
+        if key not in arrays:
+            continue
         bad = (arrays[key] < 0) | (arrays[key] >= top)
         if bad.any():
             i = int(np.argmax(bad))

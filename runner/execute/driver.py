@@ -152,9 +152,11 @@ def _prepare(plan: Plan, folder: RunFolder, fresh: bool, log, ready) -> None:
 
 
 def _finish(merger: Any, kind: str, plan: Plan, folder: RunFolder) -> Outcome:
+    from runner.metrics.base import without_unused
     from runner.metrics.direction import with_vector_cosine
 
-    dataset = with_vector_cosine(merger.dataset(kind), getattr(plan.spec, "metrics", []), folder.vectors_dir)
+    metrics = getattr(plan.spec, "metrics", [])
+    dataset = without_unused(with_vector_cosine(merger.dataset(kind), metrics, folder.vectors_dir), metrics)
     write_netcdf(dataset, folder.result_file)
     return _outcome(dataset, plan, folder)
 

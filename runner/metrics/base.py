@@ -35,7 +35,8 @@ class Variable(NamedTuple):
     unless ``undefined`` says where the quantity is undefined by definition: there it
     is NaN, and the run's summary counts those values. A ``coord`` labels its one dim
     (an episode's mission): a coordinate of the result, not a measurement, so
-    ``reduce: mean`` drops it with the dim.
+    ``reduce: mean`` drops it with the dim. An ``optional`` one applies to some
+    models only: a result where no point defines it leaves it out.
     """
 
     dims: tuple[str, ...]
@@ -43,6 +44,7 @@ class Variable(NamedTuple):
     units: str | None = None
     undefined: str | None = None
     coord: bool = False
+    optional: bool = False
 
     def attrs(self) -> dict[str, str]:
         pairs = (("long_name", self.long_name), ("units", self.units), ("undefined", self.undefined))
@@ -132,6 +134,13 @@ class Metric(BaseModel):
     def problems(self, sizes: Any, intervention: Any) -> Iterator[str]:
         """What is wrong with it for a model of ``sizes`` under ``intervention`` (beyond the family check)."""
         return iter(())
+
+
+def without_unused(dataset: Any, metrics: list[Metric]) -> Any:
+    """``dataset`` less the optional variables (``Variable.optional``) that no point of the run defines."""
+    unused = [name for metric in metrics for name, var in metric.produces().items()
+              if var.optional and name in dataset and bool(dataset[name].isnull().all())]
+    return dataset.drop_vars(unused)
 
 
 @dataclass

@@ -24,6 +24,10 @@ class Rollout(Metric):
         "action_fraction": Variable(("episode", "action"), "fraction of the episode's steps taking each action", "1"),
         "episode_env_seed": Variable(("episode",), "seed of the episode's env reset", coord=True),
         "episode_mission": Variable(("episode",), "the episode's mission", coord=True),
+        "target_in_data": Variable((), "the target return lies within the returns of the decision transformer's "
+                                       "training episodes (1) or outside them (0)", "1",
+                                   undefined="not a decision transformer, or a checkpoint that does not record "
+                                             "its data's returns", optional=True),
     }
     families = ("agents",)
     closed_loop = True
@@ -90,9 +94,22 @@ def rollouts(metric: Rollout, loop: Loop) -> dict[str, Any]:
     from runner.envs.episodes import rollout as play
     from runner.models.policy import AgentPolicy
 
-    policy = _Counting(AgentPolicy(loop.agent, loop.target_return, loop.device, hooks=loop.hooks))
+    agent_policy = AgentPolicy(loop.agent, loop.target_return, loop.device, hooks=loop.hooks)
+    policy = _Counting(agent_policy)
     out = play(loop.agent.config.env_id, policy, metric.episodes, metric.seed, metric.max_steps)
     fractions = policy.counts / np.maximum(policy.counts.sum(axis=1, keepdims=True), 1)
     return {"return": out["return"], "success": out["success"].astype("float32"),
             "episode_length": out["episode_length"], "action_fraction": fractions.astype("float32"),
-            "episode_env_seed": metric.seed + np.arange(metric.episodes), "episode_mission": out["mission"]}
+            "episode_env_seed": metric.seed + np.arange(metric.episodes), "episode_mission": out["mission"],
+            "target_in_data": np.float32(in_range(agent_policy.target, loop.agent.config.return_range))}
+
+
+def in_range(target: float | None, bounds: tuple[float, float] | None) -> float:
+    """1.0 if ``target`` lies within ``bounds`` (inclusive), 0.0 if outside, NaN if either is unknown.
+
+    >>> in_range(0.5, (0.0, 0.9)), in_range(1.0, (0.0, 0.9)), in_range(None, (0.0, 0.9))
+    (1.0, 0.0, nan)
+    """
+    if target is None or bounds is None:
+        return float("nan")
+    return float(bounds[0] <= target <= bounds[1])

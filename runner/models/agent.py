@@ -48,6 +48,7 @@ class AgentConfig:
     words: tuple[str, ...] = field(default_factory=lambda: tuple(WORDS))
     algorithm: str | None = None  # how it was trained: bc | dt | ppo (None: a checkpoint older than the field)
     value_head: bool = False     # a critic beside the unembedding (ppo), read from the same state token
+    return_range: tuple[float, float] | None = None  # dt: lowest and highest episode return it was trained on
 
     @property
     def tokens_per_step(self) -> int:
@@ -74,6 +75,8 @@ class AgentConfig:
     def from_json(cls, data: dict[str, Any]) -> "AgentConfig":
         data = dict(data)
         data["words"] = tuple(data.get("words", WORDS))
+        if data.get("return_range") is not None:
+            data["return_range"] = tuple(data["return_range"])
         return cls(**data)
 
 

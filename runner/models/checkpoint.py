@@ -42,6 +42,7 @@ class AgentConfigFile(BaseModel):
     words: list[str] = Field(min_length=1, max_length=10000)
     algorithm: Literal["bc", "dt", "ppo"] | None = None
     value_head: bool = False
+    return_range: list[float] | None = Field(None, min_length=2, max_length=2)
 
     @field_validator("env_id")
     @classmethod

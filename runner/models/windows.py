@@ -18,6 +18,27 @@ def mission_ids(missions: Any, config: AgentConfig) -> np.ndarray:
     return np.stack([encode_mission(str(m), config.mission_length) for m in missions])
 
 
+def _window_steps(traj: Any, ends: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Step indices [n, k] of each window (padding repeats its last step) and which of them are real."""
+    starts = np.repeat(traj.episode_starts, traj.episode_lengths)
+    idx = ends[:, None] - (k - 1) + np.arange(k)[None, :]
+    valid = idx >= starts[ends][:, None]
+    return np.where(valid, idx, ends[:, None]), valid
+
+
+def window_labels(traj: Any, ends: np.ndarray, config: AgentConfig) -> torch.Tensor:
+    """The expert's action [n, context] int64 at each step of the windows ending at ``ends`` (0 on padding).
+
+    Needs ``traj.labels`` (demonstrations with ``labels: bot``); the windows' action tokens stay the actions
+    taken, which are what led to the next observation.
+    """
+    if traj.labels is None:
+        raise ValueError("these trajectories hold no expert labels (only the bot's demonstrations record them: "
+                         "policy: bot)")
+    idx, valid = _window_steps(traj, ends, config.context)
+    return torch.from_numpy(np.where(valid, traj.labels[idx], 0).astype(np.int64))
+
+
 def windows(traj: Any, ends: np.ndarray, config: AgentConfig, target_return: float | None = None) -> AgentInputs:
     """The windows of ``config.context`` steps ending at global step indices ``ends`` (left-padded).
 
@@ -25,11 +46,7 @@ def windows(traj: Any, ends: np.ndarray, config: AgentConfig, target_return: flo
     target less what the episode had received before each step (as a rollout conditions
     a decision transformer).
     """
-    k = config.context
-    starts = np.repeat(traj.episode_starts, traj.episode_lengths)
-    idx = ends[:, None] - (k - 1) + np.arange(k)[None, :]
-    valid = idx >= starts[ends][:, None]
-    idx = np.where(valid, idx, ends[:, None])
+    idx, valid = _window_steps(traj, ends, config.context)
     obs = observation_indices(traj.images[idx], traj.directions[idx])
     if target_return is None:
         returns = traj.returns_to_go()

@@ -75,7 +75,7 @@ def check_point(spec: Any, access: DataAccess) -> Found:
                                "pretrained model, {text: [...]})")
         return
     if sizes.agent:
-        yield from _check_agent_data(spec.data, ("data",), access.base_dir)
+        yield from _check_agent_data(spec.data, ("data",), access.base_dir, measured=True)
         yield from demonstrator_problems(spec.data, access)
         yield from _check_where(spec.data, spec.seed, access)
     else:
@@ -129,7 +129,7 @@ def _check_intervention(iv: Any, spec: Any, sizes: Any, access: DataAccess) -> F
         yield from _check_source(iv.source, spec, sizes, access)
 
 
-def _check_agent_data(data: Any, path: tuple, base_dir: Path) -> Found:
+def _check_agent_data(data: Any, path: tuple, base_dir: Path, measured: bool = False) -> Found:
     if data.kind == "trajectories":
         from runner.envs.make import check_env
 
@@ -137,6 +137,9 @@ def _check_agent_data(data: Any, path: tuple, base_dir: Path) -> Found:
         message = check_env(data.trajectories.env, policy if isinstance(policy, str) else None)
         if message:
             yield path + ("trajectories", "env"), message
+        if measured and data.trajectories.labels == "bot":
+            yield path + ("trajectories", "labels"), ("labels: bot chooses what a behaviour clone learns to predict; "
+                                                      "an intervene spec measures the actions taken: leave it out")
         return
     file = resolve_path(data.file, base_dir)
     if not file.is_file():

@@ -86,7 +86,7 @@ def trajectories(data: Any, base_dir: str | Path, default_seed: int, only_cached
     seed = default_seed if t.seed is None else t.seed
     if isinstance(t.policy, str):
         return demonstrations(t.env, t.policy, t.episodes, seed, t.max_steps, t.epsilon, trajectory_cache(base_dir),
-                              only_cached=only_cached)
+                              only_cached=only_cached, labels=t.labels == "bot")
     from runner.plan.training import DemonstratorMissing, demonstrator_folder
 
     try:

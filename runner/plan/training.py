@@ -38,6 +38,10 @@ def train_problems(spec: Any, access: Any) -> Found:
     elif algorithm != "ppo" and kind == "env":
         yield ("data", "env"), (f"algorithm {algorithm} learns from demonstrations (data: {{trajectories: ...}} or "
                                 "{file: ...}); data: {env: ...} is for algorithm ppo")
+    if kind == "trajectories" and spec.data.trajectories.labels == "bot" and algorithm != "bc":
+        yield ("data", "trajectories", "labels"), (f"labels: bot trains a behaviour clone on the bot's suggestions; "
+                                                   f"algorithm {algorithm} learns from the actions taken (a dt, the "
+                                                   f"return they earned): leave labels out")
     yield from demonstrator_problems(spec.data, access)
     if kind == "env":
         from runner.envs.make import check_env

@@ -18,7 +18,6 @@ actions by name; a swept vector source in short, never as JSON). No pyplot: figu
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import warnings
@@ -28,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from runner.errors import RunnerError
+from runner.results.figures import ROLES, figure_of
 
 SAMPLE_DIMS = ("sample", "episode")
 PREFERRED = ("success", "logit_diff", "restored_fraction", "kl", "return", "loss", "action_probs", "probs",
@@ -36,7 +36,6 @@ BOOKKEEPING = {"status", "error", "point_id", "n_samples", "n_episodes"}
 SPREADS = ("_sem", "_ci_low", "_ci_high", "_count")
 CATEGORICAL = {"layer", "head", "position", "layer_read", "attn_head", "action", "vocab", "hook", "vector"}
 LABEL_COORDS = ("role",)   # a coordinate that names a dim's values better than the values do
-ROLES = ("x", "hue", "col")
 MAX_LABEL = 40
 MAX_HUES = 10              # more lines than this (a vocabulary) read better as a heatmap
 
@@ -63,6 +62,7 @@ def plot(ds: Any, var: str | None = None, *, x: str | None = None, hue: str | No
     da = da.squeeze(drop)
     if spread is not None:
         spread = tuple(s.squeeze([d for d in drop if d in s.dims]) for s in spread)
+    da, spread = _without_empty_panels(da, spread, roles.get("col"))
     fig = _draw(da, spread, roles, var, ds[var].attrs)
     note = "; ".join(p for p in (_fixed(da), averaged, bars if roles["kind"] == "line" else "") if p)
     fig.suptitle(_title(ds, var, note, width=int(fig.get_figwidth() * 13)), fontsize="medium")
@@ -86,29 +86,6 @@ def default_var(ds: Any, figure: dict[str, str] | None = None) -> str:
     if ranked:
         return ranked[0]
     raise RunnerError(f"{ds.attrs.get('name', 'this result')}: no numeric variable to plot")
-
-
-def run_figure(run: str | Path, result: Path) -> dict[str, str] | None:
-    """The ``figure:`` of the spec a command line names: the spec file given, else the spec.yaml beside
-    ``result`` (rewritten by every run, so a figure added since the run counts); None: read the result's."""
-    for spec in (Path(run), result.parent / "spec.yaml"):
-        if spec.suffix in (".yaml", ".yml") and spec.is_file():
-            with contextlib.suppress(OSError, UnicodeDecodeError):
-                return figure_of(spec.read_text())
-    return None
-
-
-def figure_of(text: str) -> dict[str, str]:
-    """The ``figure:`` mapping of spec text, its string fields only (empty if none or unreadable)."""
-    import yaml
-
-    try:
-        data = yaml.safe_load(text) if text else None
-    except yaml.YAMLError:
-        data = None
-    found = data.get("figure") if isinstance(data, dict) else None
-    found = found if isinstance(found, dict) else {}
-    return {k: v for k, v in found.items() if k in ("var", *ROLES) and isinstance(v, str)}
 
 
 def select(ds: Any, choices: list[str]) -> Any:
@@ -233,6 +210,17 @@ def _too_many(da: Any, var: str, roles: dict, free: list[str]) -> str:
 
 
 # ---------------------------------------------------------------- draw
+
+def _without_empty_panels(da: Any, spread: tuple | None, col: str | None) -> tuple[Any, tuple | None]:
+    """The panels (values of ``col``) where the variable has some value: a train grid's loss has none for ppo."""
+    if not col:
+        return da, spread
+    keep = da.notnull().any([d for d in da.dims if d != col]).values
+    if keep.all() or not keep.any():
+        return da, spread
+    chosen = {col: keep.nonzero()[0]}
+    return da.isel(chosen), None if spread is None else tuple(s.isel(chosen) if col in s.dims else s for s in spread)
+
 
 def _draw(da: Any, spread: tuple | None, roles: dict, var: str, attrs: dict) -> Any:
     from matplotlib.figure import Figure

@@ -111,6 +111,7 @@ def _variables(model: type[Metric]) -> list[str]:
     lines = ["| variable | dims | long name | units |", "|---|---|---|---|"]
     for name, var in model.variables.items():
         note = f" (undefined: {var.undefined})" if var.undefined else ""
+        note += "; left out of a result where no point defines it" if var.optional else ""
         cells = [f"`{name}`", ", ".join(var.dims) or "scalar", (var.long_name or "—") + note, var.units or "—"]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     companions = _companions(model)

@@ -11,6 +11,8 @@ from pydantic import (
 
 from runner.spec.base import SLUG, Source, Strict, one_of
 
+Probability = Annotated[float, Field(ge=0, le=1)]
+
 # ---------------------------------------------------------------- models
 
 class TransformerConfig(Strict):
@@ -155,12 +157,32 @@ class TrajectoryOptions(Strict):
     episodes: int = Field(ge=1, description="Number of episodes.")
     seed: int | None = Field(None, ge=0, description="Episode e uses env seed seed + e; default: the spec's seed.")
     max_steps: int | None = Field(None, ge=1, description="Truncate episodes here; default: the env's own limit.")
-    epsilon: float = Field(0.0, ge=0, le=1, description="bot: each action is replaced by a random one with this probability.")
+    epsilon: Probability | list[Probability] = Field(
+        0.0, description="bot: each action is replaced by a random one with this probability; a list gives episode "
+                         "e the noise epsilon[e % len] (graded noise, so that returns cover a range, as a "
+                         "calibrated decision transformer needs).")
+    labels: Literal["taken", "bot"] = Field(
+        "taken", description="bc: the action each state is trained to predict: the one taken, or the one the bot "
+                             "suggests there (with epsilon: states off the bot's path labelled with its way back, "
+                             "DAgger-style recovery data).")
     target_return: float | None = Field(
         None, description="Decision transformers: condition RTG tokens on this return (less rewards already received) "
                           "instead of the episodes' own; closed-loop rollouts start from it too. Sweep it for an RTG scan.")
     where: Where | None = Field(None, description="Measure only these samples (steps), e.g. {mission_word: red}; each "
                                                   "still sees its episode's earlier steps in its window.")
+
+    @field_validator("epsilon")
+    @classmethod
+    def _some_noise(cls, value: float | list[float]) -> float | list[float]:
+        if isinstance(value, list) and not value:
+            raise ValueError("epsilon: give a probability, or a non-empty list of them")
+        return value
+
+    @model_validator(mode="after")
+    def _bot_labels(self) -> "TrajectoryOptions":
+        if self.labels == "bot" and self.policy != "bot":
+            raise ValueError("labels: bot needs policy: bot (the bot suggests the labels)")
+        return self
 
 
 class TrajectoryData(Data):
