@@ -38,6 +38,7 @@ your own agent (e.g. a PPO loop)::
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,6 +93,11 @@ class Trajectories:
         lengths = self.episode_lengths.astype(np.int64)
         return np.cumsum(lengths) - lengths
 
+    @functools.cached_property
+    def step_episode_starts(self) -> np.ndarray:
+        """Index (N,) int64 of the first step of every step's episode (computed once: windows read it per batch)."""
+        return np.repeat(self.episode_starts, self.episode_lengths)
+
     @property
     def episode_of_step(self) -> np.ndarray:
         """Episode index (N,) int64 of every step."""
@@ -119,7 +125,7 @@ class Trajectories:
 
     def timesteps(self) -> np.ndarray:
         """Step number (N,) int64 within its episode, from 0."""
-        return np.arange(self.n_steps) - np.repeat(self.episode_starts, self.episode_lengths)
+        return np.arange(self.n_steps) - self.step_episode_starts
 
     def episode(self, e: int) -> dict[str, Any]:
         """Arrays of episode ``e``: images, directions, actions, rewards, returns_to_go, mission, env_seed

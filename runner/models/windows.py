@@ -20,9 +20,8 @@ def mission_ids(missions: Any, config: AgentConfig) -> np.ndarray:
 
 def _window_steps(traj: Any, ends: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Step indices [n, k] of each window (padding repeats its last step) and which of them are real."""
-    starts = np.repeat(traj.episode_starts, traj.episode_lengths)
     idx = ends[:, None] - (k - 1) + np.arange(k)[None, :]
-    valid = idx >= starts[ends][:, None]
+    valid = idx >= traj.step_episode_starts[ends][:, None]
     return np.where(valid, idx, ends[:, None]), valid
 
 
