@@ -15,10 +15,12 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import sys
+import time
 from pathlib import Path
 
 LOGGER = logging.getLogger("runner")
 QUIET, NORMAL, VERBOSE = logging.ERROR, logging.INFO, logging.DEBUG
+PULSE_SECONDS = 10.0  # how often a long loop (training, generating demonstrations) says how it goes
 
 
 class _Terminal(logging.Handler):
@@ -61,6 +63,33 @@ def set_verbosity(level: int) -> int:
 def shows(level: int = logging.INFO) -> bool:
     """Whether the terminal shows messages at ``level`` (``-q`` hides progress too)."""
     return _TERMINAL.level <= level
+
+
+class Pulse:
+    """The heartbeat of a long loop: ``due()`` at most every ``every`` seconds, ``pace`` its rate and time left.
+
+    >>> pulse = Pulse(every=0.0)
+    >>> pulse.due(), pulse.pace(0, 10, "episodes").endswith("ETA ?")
+    (True, True)
+    """
+
+    def __init__(self, every: float | None = None) -> None:
+        self.every = PULSE_SECONDS if every is None else every
+        self.start = self.last = time.monotonic()
+
+    def due(self) -> bool:
+        """Whether a progress line is due now (then the next is ``every`` seconds away)."""
+        now = time.monotonic()
+        if now - self.last < self.every:
+            return False
+        self.last = now
+        return True
+
+    def pace(self, done: float, total: float, unit: str) -> str:
+        """``"13.2 steps/s  ETA 120s"``: the rate since the start and the time the rest takes at it."""
+        rate = done / max(time.monotonic() - self.start, 1e-9)
+        eta = f"{(total - done) / rate:.0f}s" if rate > 0 else "?"
+        return f"{rate:.0f} {unit}/s  ETA {eta}" if rate >= 100 else f"{rate:.1f} {unit}/s  ETA {eta}"
 
 
 class RunLog(logging.Handler):

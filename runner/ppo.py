@@ -13,14 +13,13 @@ Like CleanRL, a truncated episode counts as done (no bootstrapping from the cut)
 """
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
 import torch
 import xarray as xr
 
-from runner.console import say
+from runner.console import Pulse, say
 from runner.envs.encoding import OBS_ACTIVE, observation_indices
 from runner.envs.episodes import rollout
 from runner.envs.make import make_env, quiet
@@ -196,7 +195,7 @@ def _train_ppo(spec: TrainSpec, point_seed: int, device: str, label: str) -> tup
     shuffler = np.random.default_rng(point_seed)
     curve: dict[str, list[float]] = {name: [] for name in CURVE}
     evaluations: list[tuple[int, float, float]] = []
-    start = last_report = time.monotonic()
+    pulse = Pulse()
     for update in range(1, opts.updates + 1):
         lr = opts.lr * (1.0 - (update - 1) / opts.updates) if opts.anneal_lr else opts.lr
         for group in optimizer.param_groups:
@@ -206,12 +205,10 @@ def _train_ppo(spec: TrainSpec, point_seed: int, device: str, label: str) -> tup
         _log(curve, stats, ended, update * opts.batch_size, lr, batch)
         if opts.eval_every and (update % opts.eval_every == 0 or update == opts.updates):
             evaluations.append((update, *_evaluate_now(agent, spec, device)))
-        if time.monotonic() - last_report > 10:
-            last_report = time.monotonic()
-            rate = update * opts.batch_size / (last_report - start)
+        if pulse.due():
             say(f"  train {label or spec.name}: update {update}/{opts.updates}  return {curve['train_return'][-1]:.2f}"
-                f"  success {curve['train_success'][-1]:.2f}  {rate:.0f} steps/s  "
-                f"ETA {(opts.updates - update) * opts.batch_size / rate:.0f}s")
+                f"  success {curve['train_success'][-1]:.2f}  "
+                f"{pulse.pace(update * opts.batch_size, opts.updates * opts.batch_size, 'steps')}")
     agent.eval()
     ds = curve_dataset(curve, evaluations)
     if spec.eval.episodes:

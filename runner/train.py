@@ -6,14 +6,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import time
 from typing import Any, Iterator
 
 import numpy as np
 import torch
 import xarray as xr
 
-from runner.console import say
+from runner.console import Pulse, say
 from runner.envs.episodes import RandomPolicy, rollout
 from runner.envs.trajectories import Trajectories
 from runner.envs.vocab import tokenize
@@ -88,7 +87,7 @@ def _train(spec: TrainSpec, point_seed: int, base_dir: str, device: str, label: 
     bot_labels = spec.data.kind == "trajectories" and spec.data.trajectories.labels == "bot"
     steps, losses = [], []
     agent.train()
-    start = last_report = time.monotonic()
+    pulse = Pulse()
     for step in range(1, opt.steps + 1):
         ends = rng.integers(0, len(traj.actions), size=opt.batch_size)
         batch = windows(traj, ends, config).to(device)
@@ -103,11 +102,9 @@ def _train(spec: TrainSpec, point_seed: int, base_dir: str, device: str, label: 
         if step % opt.log_every == 0 or step == opt.steps:
             steps.append(step)
             losses.append(float(loss.detach()))
-        if time.monotonic() - last_report > 10:
-            last_report = time.monotonic()
-            rate = step / (last_report - start)
+        if pulse.due():
             say(f"  train {label or spec.name}: step {step}/{opt.steps}  loss {float(loss.detach()):.3f}  "
-                f"{rate:.1f} steps/s  ETA {(opt.steps - step) / rate:.0f}s")
+                f"{pulse.pace(step, opt.steps, 'steps')}")
     agent.eval()
     target = "the bot's suggested action" if bot_labels else "the demonstrated action"
     ds = xr.Dataset({"loss": (("step",), np.array(losses, dtype=np.float32),

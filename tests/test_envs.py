@@ -1,6 +1,7 @@
 """runner.envs: instruction vocabulary, observation encoding, demonstrations, rollouts."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.metadata
 import json
@@ -171,6 +172,20 @@ def test_graded_noise_mixes_episodes_and_labels_record_the_bot(demos, tmp_path):
     assert back.subset([1]).labels.tolist() == mixed.labels[mixed.episode_of_step == 1].tolist()
     assert generate(EASY, "random", episodes=2, seed=0).labels is None  # no expert, no labels
     assert mixed.episode(1)["labels"].tolist() == noisy.labels[: noisy.episode_lengths[0]].tolist()
+
+
+def test_derived_arrays_are_computed_once_read_only_and_missions_encode_as_encode_mission(demos):
+    for derived in (demos.returns_to_go, demos.timesteps):  # windows read them at every training step
+        assert derived() is derived() and not derived().flags.writeable
+    assert demos.episode_of_step is demos.episode_of_step and not demos.episode_of_step.flags.writeable
+    texts = np.array(["go to the red ball", "go to a blue key", "pick up the box"] * 10)
+    mixed = dataclasses.replace(demos, missions=texts)
+    episodes = np.array([2, 0, 1, 1, 29])
+    np.testing.assert_array_equal(mixed.mission_ids(episodes, 6),
+                                  np.stack([encode_mission(texts[e], 6) for e in episodes]))
+    assert mixed.mission_ids(episodes, 6).dtype == np.int64 and mixed.mission_ids(episodes, 0).shape == (5, 0)
+    with pytest.raises(ValueError, match="more than the mission length"):
+        mixed.mission_ids(episodes, 4)
 
 
 def test_an_old_cache_without_labels_serves_taken_actions_and_is_regenerated_for_bot_labels(tmp_path):
@@ -378,3 +393,15 @@ def test_envs_package_does_not_import_torch():
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
                 assert not any(n.split(".")[0] == "torch" for n in names), source
+
+
+def test_generating_demonstrations_says_how_far_it_got_and_stays_quiet_about_sampling(monkeypatch, capsys):
+    import runner.console
+
+    monkeypatch.setattr(runner.console, "PULSE_SECONDS", 0.0)  # a progress line at every episode
+    demos = generate(EASY, "bot", episodes=4, seed=0)
+    out, err = capsys.readouterr()
+    lines = [line for line in err.splitlines() if "generating" in line]
+    assert [line.split(": ")[1].split()[0] for line in lines] == ["1/4", "2/4", "3/4"]
+    assert all("episodes/s  ETA" in line for line in lines) and EASY in lines[0]
+    assert "Sampling rejected" not in out + err and demos.n_episodes == 4

@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from runner.console import Pulse
 from runner.envs.actions import N_ACTIONS
 from runner.envs.trajectories import FORMAT_VERSION, Trajectories
 
@@ -153,8 +154,11 @@ def generate(env_id: str, policy: str, episodes: int, seed: int, max_steps: int 
         raise ValueError(f"need episodes >= 0, 0 <= epsilon <= 1 and max_steps >= 1; got "
                          f"episodes={episodes}, epsilon={epsilon}, max_steps={max_steps}")
     env = make_env(env_id)
-    played, env_seed, dropped = [], seed, 0
+    played, env_seed, dropped, pulse = [], seed, 0, Pulse()
     while len(played) < episodes:
+        if pulse.due() and played:  # the runner logger: on the terminal (unless -q) and in run.log
+            logging.getLogger(__name__).info(f"  generating {env_id}: {len(played)}/{episodes} episodes  "
+                                             f"{pulse.pace(len(played), episodes, 'episodes')}")
         ep = _episode(env, policy, env_seed, max_steps, noise[len(played) % len(noise)], salt=0x5EED)
         env_seed += 1
         if ep is None:

@@ -48,6 +48,7 @@ import numpy as np
 
 from runner.envs.actions import N_ACTIONS
 from runner.envs.encoding import CHANNEL_NAMES, CHANNEL_SIZES
+from runner.envs.vocab import encode_mission
 
 FORMAT_VERSION = 1
 KEYS = ("env_id", "images", "directions", "actions", "rewards", "episode_lengths", "missions", "env_seeds",
@@ -57,6 +58,12 @@ _KINDS = {"env_id": "US", "images": "iu", "directions": "iu", "actions": "iu", "
           "episode_lengths": "iu", "missions": "US", "env_seeds": "iu", "labels": "iu"}
 _DTYPES = {"images": np.uint8, "directions": np.int8, "actions": np.int8, "rewards": np.float32,
            "episode_lengths": np.int32, "env_seeds": np.int64}
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    """``array``, no longer writeable: a cached array is shared by every caller."""
+    array.flags.writeable = False
+    return array
 
 
 @dataclass(eq=False, repr=False)
@@ -95,13 +102,13 @@ class Trajectories:
 
     @functools.cached_property
     def step_episode_starts(self) -> np.ndarray:
-        """Index (N,) int64 of the first step of every step's episode (computed once: windows read it per batch)."""
-        return np.repeat(self.episode_starts, self.episode_lengths)
+        """Index (N,) int64 of the first step of every step's episode (computed once, read-only)."""
+        return _read_only(np.repeat(self.episode_starts, self.episode_lengths))
 
-    @property
+    @functools.cached_property
     def episode_of_step(self) -> np.ndarray:
-        """Episode index (N,) int64 of every step."""
-        return np.repeat(np.arange(self.n_episodes), self.episode_lengths)
+        """Episode index (N,) int64 of every step (computed once, read-only)."""
+        return _read_only(np.repeat(np.arange(self.n_episodes), self.episode_lengths))
 
     @property
     def returns(self) -> np.ndarray:
@@ -116,16 +123,40 @@ class Trajectories:
         return self.returns > 0
 
     def returns_to_go(self) -> np.ndarray:
-        """Sum (N,) float32 of this step's and all later rewards of its episode."""
+        """Sum (N,) float32 of this step's and all later rewards of its episode (computed once, read-only)."""
+        return self._returns_to_go
+
+    def timesteps(self) -> np.ndarray:
+        """Step number (N,) int64 within its episode, from 0 (computed once, read-only)."""
+        return self._timesteps
+
+    def mission_ids(self, episodes: np.ndarray, length: int) -> np.ndarray:
+        """Word ids [n, length] int64 of the missions of ``episodes`` (``encode_mission``; each text encoded once)."""
+        if not length:  # an agent with no instruction prefix
+            return np.zeros((len(episodes), 0), dtype=np.int64)
+        known = self._mission_ids.setdefault(length, {})
+        texts, which = np.unique(self.missions[episodes], return_inverse=True)
+        for text in texts:
+            if text not in known:
+                known[text] = encode_mission(str(text), length)
+        ids = [known[text] for text in texts]
+        return (np.stack(ids) if ids else np.zeros((0, length), dtype=np.int64))[which.reshape(-1)]
+
+    @functools.cached_property
+    def _mission_ids(self) -> dict[int, dict[str, np.ndarray]]:
+        return {}
+
+    @functools.cached_property
+    def _returns_to_go(self) -> np.ndarray:
         rewards = self.rewards.astype(np.float64)
         ahead = np.cumsum(rewards[::-1])[::-1]             # sum from step t to the end of the data
         ends = self.episode_starts + self.episode_lengths  # first step after each episode
         after = np.append(ahead, 0.0)[ends]                # what belongs to later episodes
-        return (ahead - np.repeat(after, self.episode_lengths)).astype(np.float32)
+        return _read_only((ahead - np.repeat(after, self.episode_lengths)).astype(np.float32))
 
-    def timesteps(self) -> np.ndarray:
-        """Step number (N,) int64 within its episode, from 0."""
-        return np.arange(self.n_steps) - self.step_episode_starts
+    @functools.cached_property
+    def _timesteps(self) -> np.ndarray:
+        return _read_only(np.arange(self.n_steps) - self.step_episode_starts)
 
     def episode(self, e: int) -> dict[str, Any]:
         """Arrays of episode ``e``: images, directions, actions, rewards, returns_to_go, mission, env_seed

@@ -53,7 +53,7 @@ def windows(traj: Any, ends: np.ndarray, config: AgentConfig, target_return: flo
         received = np.repeat(traj.returns, traj.episode_lengths) - traj.returns_to_go()
         returns = (target_return - received).astype(np.float32)
     return AgentInputs(
-        mission=torch.from_numpy(mission_ids(traj.missions[traj.episode_of_step[ends]], config)),
+        mission=torch.from_numpy(traj.mission_ids(traj.episode_of_step[ends], config.mission_length)),
         obs=torch.from_numpy(obs.astype(np.int64)),
         actions=torch.from_numpy(np.where(valid, traj.actions[idx], 0).astype(np.int64)),
         rtg=torch.from_numpy(np.where(valid, returns[idx], 0).astype(np.float32)),
